@@ -1,0 +1,24 @@
+"""Small deterministic stand-ins used across the tests."""
+import torch
+
+
+class ToyEpsModel(torch.nn.Module):
+    """A deterministic, t-dependent stand-in for a U-Net: x: [B, 3, H, W], t: [B] → [B, 6, H, W] (or 3).
+
+    Its ε output is large enough at big t that x̂_0 leaves [−1, 1], so clipping matters in the tests.
+    """
+
+    def __init__(self, learn_sigma: bool = True, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.learn_sigma = learn_sigma
+        self.mix = torch.nn.Parameter(torch.randn(3, 3, generator=g) * 0.5)
+        self.bias = torch.nn.Parameter(torch.randn(3, generator=g) * 0.1)
+
+    def forward(self, x, t):
+        phase = (t.float() / 1000.0).reshape(-1, 1, 1, 1)
+        eps = torch.einsum("oc,bchw->bohw", self.mix, x) * torch.cos(3 * phase) + self.bias.reshape(1, 3, 1, 1) + phase
+        if not self.learn_sigma:
+            return eps
+        v = torch.tanh(x * (1 + phase)) * 0.9
+        return torch.cat([eps, v], dim=1)
