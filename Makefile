@@ -7,9 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.package-lock.json
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+QUICK := SDFT_QUICK=1 TQDM_DISABLE=1
 
-.PHONY: venv demo test test-unit test-notebooks book test-book clean
+.PHONY: venv demo test test-unit test-notebooks book test-book chromium clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +25,31 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/sdft-lite demo
 
-test: test-unit
+test: test-unit test-notebooks test-book
 
 test-unit: venv
-	SDFT_QUICK=1 TQDM_DISABLE=1 $(VENV)/bin/pytest -q -p no:cacheprovider --timeout=900 tests
+	$(QUICK) $(VENV)/bin/pytest -q -p no:cacheprovider --timeout=900 --durations=10 tests \
+		--ignore=tests/book/test_site.py
+
+test-notebooks: venv
+	$(QUICK) $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval/sanitize.cfg notebooks/
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+
+chromium:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+
+book: venv $(NODE_STAMP)
+	$(PY) book/tools/sync_toc.py
+	$(PY) book/tools/chapter_times.py
+	$(PY) book/tools/reproduction_table.py
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) book/tools/vendor_js.py
+
+test-book: book chromium
+	SDFT_BOOK_SITE_REQUIRED=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/book/test_site.py
 
 clean:
 	rm -rf _build runs .pytest_cache

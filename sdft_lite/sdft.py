@@ -30,6 +30,7 @@ class SDFTConfig:
     aux_weighting: Weighting = Weighting("p2", gamma=50.0, k=1.0)
     mse_weighting: Weighting = Weighting("p2", gamma=0.0, k=1.0)   # p2_gamma = 0 in SDFT: plain L_simple
     aux_skip_below: float = 0.0   # skip auxiliary samples with λ_aux·w_a(t) below this (0 = exact)
+    aux_bucket: int = 1           # round the kept count up to a multiple of this (fewer distinct batch shapes)
 
     @classmethod
     def metfaces(cls) -> "SDFTConfig":
@@ -57,13 +58,17 @@ class SDFTConfig:
 
 
 def _aux_keep(config: SDFTConfig, schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
-    """Indices of samples whose auxiliary term is computed (all of them unless ``aux_skip_below`` > 0)."""
+    """Indices of samples whose auxiliary term is computed: all of them unless ``aux_skip_below`` > 0; then those
+    with λ_aux·w_a(t) ≥ aux_skip_below, topped up with the next-heaviest ones to a multiple of ``aux_bucket``
+    (every kept sample keeps its true weight, so the top-up changes nothing but the batch shape)."""
     if config.lambda_aux <= 0:
         return t.new_zeros(0)
     if config.aux_skip_below <= 0:
         return torch.arange(t.shape[0], device=t.device)
     weight = config.lambda_aux * config.aux_weighting.of_timesteps(schedule, t)
-    return torch.nonzero(weight >= config.aux_skip_below).flatten()
+    needed = int((weight >= config.aux_skip_below).sum())
+    count = min(t.shape[0], -(-needed // config.aux_bucket) * config.aux_bucket)
+    return torch.sort(torch.argsort(weight, descending=True, stable=True)[:count]).values
 
 
 def sdft_losses(student, teacher, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,

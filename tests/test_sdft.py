@@ -115,7 +115,19 @@ def test_skipping_negligible_auxiliary_samples_changes_the_loss_by_under_1e_6_re
     exact = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces())["loss"].mean()
     fast_cfg = SDFTConfig(aux_skip_below=1e-6)   # λ_aux·w_a(t) < 1e-6 ⇔ t < 393 on the linear schedule
     fast = sdft_losses(student, teacher, s, x0, t, noise, fast_cfg)["loss"].mean()
-    assert abs(float(fast - exact)) / float(exact) < 1e-6
+    assert abs(float((fast - exact).detach())) / float(exact.detach()) < 1e-6
     skipped_batch = student.calls[-1][0].shape[0]
     skipped = 128 - skipped_batch
     assert 15 <= skipped <= 40   # ≈ 39% of 64 auxiliary samples (t < 393) are skipped
+
+
+def test_bucketed_skipping_keeps_a_multiple_of_the_bucket_and_the_heaviest_samples():
+    s, x0, noise, _ = setup(n=16)
+    t = torch.arange(16) * 60 + 30          # 30, 90, ..., 930: t ≥ 393 for 10 of them
+    student, teacher = Spy(ToyEpsModel(seed=1)), ToyEpsModel(seed=2)
+    exact = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces())["loss"]
+    bucketed = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig(aux_skip_below=1e-6, aux_bucket=4))
+    inputs, steps = student.calls[-1]
+    assert inputs.shape[0] == 16 + 12                        # 10 needed, rounded up to 12
+    assert steps[16:].tolist() == t[-12:].tolist()           # the 12 largest t, in batch order
+    torch.testing.assert_close(bucketed["loss"], exact, rtol=1e-6, atol=1e-9)

@@ -1,0 +1,22 @@
+"""The paper's metrics (SDFT, Hur et al. WACV 2024, §4): FID and KID×10³ (clean-fid), LPIPS (VGG), PSNR and SSIM
+on luma, directional CLIP similarity S_dir and ArcFace identity similarity.
+
+Each metric names the network that produced it, and numbers from different networks are never presented as
+comparable. Nothing here downloads weights: a missing file raises ``MissingWeightsError`` (see ``weights.py``).
+Images are tensors ``[N, 3, H, W] in [-1, 1]`` or folders of image files.
+"""
+from sdft_lite.metrics.clip_direction import (IMAGENET_TEMPLATES, ClipEncoders, SdirResult, compute_sdir,
+                                              directional_similarity)
+from sdft_lite.metrics.fid import (FIDResult, KIDResult, available_extractors, compute_fid, compute_fid_kid,
+                                   compute_kid, register_extractor)
+from sdft_lite.metrics.fidelity import FidelityResult, compute_fidelity, psnr, ssim
+from sdft_lite.metrics.identity import IRSE50, IdentityResult, compute_identity, load_arcface
+from sdft_lite.metrics.perceptual import LPIPSResult, build_lpips, compute_lpips
+from sdft_lite.metrics.weights import MissingWeightsError
+
+__all__ = [
+    "IMAGENET_TEMPLATES", "ClipEncoders", "SdirResult", "compute_sdir", "directional_similarity",
+    "FIDResult", "KIDResult", "available_extractors", "compute_fid", "compute_fid_kid", "compute_kid",
+    "register_extractor", "FidelityResult", "compute_fidelity", "psnr", "ssim", "IRSE50", "IdentityResult",
+    "compute_identity", "load_arcface", "LPIPSResult", "build_lpips", "compute_lpips", "MissingWeightsError",
+]

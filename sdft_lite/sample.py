@@ -1,0 +1,82 @@
+"""Sampling a trained model: DDIM-N from fixed per-image seeds, written as PNGs and a grid.
+
+Image ``i`` always starts from the same x_T (seeded by ``seed`` and ``i``, whatever the batch size), so two
+models sampled with the same seed form shared-noise pairs (the paper's Fig. 1 and Table 3 comparisons).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .sampling import ddim_sample
+from .schedule import make_schedule, respace
+
+
+def initial_noise(indices: range, channels: int, size: int, seed: int) -> torch.Tensor:
+    """x_T for images ``indices``: [len, C, size, size], image i drawn from its own generator (seed, i)."""
+    return torch.stack([torch.randn(channels, size, size, generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
+                        for i in indices])
+
+
+@torch.no_grad()
+def generate(model, num: int, image_size: int, steps: str = "ddim40", seed: int = 0, batch_size: int = 64,
+             device: torch.device | str = "cpu", schedule_name: str = "linear", eta: float = 0.0,
+             precision: torch.dtype = torch.float32, rederive_eps: bool = False, start: int = 0,
+             channels: int = 3) -> torch.Tensor:
+    """``num`` samples as float [num, C, H, W] in [−1, 1] (on CPU). The network may run under bf16/fp16
+    autocast (``precision``); the DDIM update itself is always fp32."""
+    model.eval()
+    schedule = respace(make_schedule(schedule_name), steps)
+    autocast = torch.autocast(torch.device(device).type, dtype=precision, enabled=precision != torch.float32)
+
+    def network(x, t):
+        with autocast:
+            return model(x, t).float()
+
+    out = []
+    for first in range(start, start + num, batch_size):
+        idx = range(first, min(first + batch_size, start + num))
+        x = initial_noise(idx, channels, image_size, seed).to(device)
+        out.append(ddim_sample(network, x, schedule, eta=eta, rederive_eps=rederive_eps).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [−1, 1] → uint8 [N, H, W, C], rounding as guided-diffusion saves samples."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_images(images: torch.Tensor, out_dir: str | Path, prefix: str = "", start: int = 0) -> list[Path]:
+    """Write each image as ``{prefix}{index:06d}.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, array in enumerate(to_uint8(images), start=start):
+        path = out_dir / f"{prefix}{i:06d}.png"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+def make_grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile [N, C, H, W] in [−1, 1] into one uint8 [H', W', C] image, row by row."""
+    arrays = to_uint8(images)
+    n, h, w, c = arrays.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i, array in enumerate(arrays):
+        r, col = divmod(i, columns)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = array
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_grid(images, columns)).save(path)
+    return path

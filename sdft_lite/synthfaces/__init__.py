@@ -1,0 +1,26 @@
+"""SynthFaces: the package's own face dataset, a stand-in for FFHQ → MetFaces with exact attribute labels.
+
+    images, labels = render(16, style="portrait", size=64, seed=0)        # uint8 [16, 64, 64, 3], FaceLabels
+    write_domain(DomainSpec.limited_target(), "data/limited32", size=32)   # PNGs + labels.csv + manifest.json
+    classifier, report = train_classifier(size=32)                          # five heads, held-out accuracy
+    realism, report = train_realism(size=32)                                # validated realism features
+
+Modules: attributes (names, levels, labels), shapes + render (the drawing), styles (photo / portrait),
+degrade (blur, noise, ...), domains (source / limited / full), classifier, realism, preview, cli.
+"""
+from .attributes import ATTRIBUTES, FACE_ATTRIBUTES, NUM_LEVELS, FaceLabels
+from .classifier import AttributeClassifier, ClassifierConfig, load_classifier, save_classifier, train_classifier
+from .domains import DomainSpec, FaceDataset, read_domain, read_labels, write_domain
+from .preview import save_preview
+from .realism import (RealismConfig, RealismNet, frechet_distance, load_feature_extractor, load_realism,
+                      make_feature_extractor, realism_extractor_factory, save_realism, train_realism,
+                      validate_realism)
+from .renderer import render, to_tensor, to_uint8
+
+__all__ = [
+    "ATTRIBUTES", "FACE_ATTRIBUTES", "NUM_LEVELS", "FaceLabels", "AttributeClassifier", "ClassifierConfig",
+    "load_classifier", "save_classifier", "train_classifier", "DomainSpec", "FaceDataset", "read_domain",
+    "read_labels", "write_domain", "save_preview", "RealismConfig", "RealismNet", "frechet_distance",
+    "load_feature_extractor", "load_realism", "make_feature_extractor", "realism_extractor_factory",
+    "save_realism", "train_realism", "validate_realism", "render", "to_tensor", "to_uint8",
+]

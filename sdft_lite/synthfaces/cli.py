@@ -1,0 +1,106 @@
+"""``sdft-lite synthfaces render | train-instruments | preview``: the SynthFaces dataset and its instruments.
+
+    sdft-lite synthfaces render --domain limited --n 1300 --size 32 --seed 0 data/limited32
+    sdft-lite synthfaces train-instruments --size 32 --steps 3000 --out ~/.cache/sdft_lite/synthfaces
+    sdft-lite synthfaces preview --size 64 --out synthfaces.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import home, pick_device
+
+
+def add_parser(subparsers) -> None:
+    synthfaces = subparsers.add_parser("synthfaces", help="render the SynthFaces dataset, train its instruments",
+                                       description="SynthFaces: rendered faces with exact attribute labels, a "
+                                                   "photo source and a painted-portrait target (FFHQ → MetFaces).")
+    commands = synthfaces.add_subparsers(dest="synthfaces_command", metavar="SUBCOMMAND", required=True)
+
+    render = commands.add_parser("render", help="write a domain as PNGs + labels.csv + manifest.json")
+    render.add_argument("out_dir")
+    render.add_argument("--domain", choices=["source", "limited", "full"], required=True,
+                        help="source: photos, all attributes; limited: ~1,300 portraits without smiles, eyewear "
+                             "or dark skin; full: portraits with every attribute (evaluation)")
+    render.add_argument("--n", type=int, default=None, help="number of images (default: the domain's count)")
+    render.add_argument("--size", type=int, default=32)
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--split", default="train", help="train | test | any name: each split is its own stream")
+    render.set_defaults(func=run_render)
+
+    train = commands.add_parser("train-instruments", help="train the attribute classifier and the realism net")
+    train.add_argument("--out", default=str(home() / "synthfaces"),
+                       help="folder for classifier.pt, realism.pt and instruments.json")
+    train.add_argument("--size", type=int, default=32)
+    train.add_argument("--steps", type=int, default=None, help="steps per instrument (default: 3000 GPU, 300 CPU)")
+    train.add_argument("--batch", type=int, default=None, help="default: 256 GPU, 64 CPU")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default=None)
+    train.add_argument("--eval-images", type=int, default=2000, help="held-out images per set for the report")
+    train.set_defaults(func=run_train_instruments)
+
+    source = commands.add_parser("train-source", help="train the source model on photo faces (use a GPU)")
+    source.add_argument("--out", required=True, help="the compact checkpoint to write (fp16 EMA weights)")
+    source.add_argument("--unet-preset", default="demo32", help="demo32 | small32 | small64 | tiny")
+    source.add_argument("--steps", type=int, default=4000)
+    source.add_argument("--batch", type=int, default=256)
+    source.add_argument("--lr", type=float, default=2e-4)
+    source.add_argument("--num-images", type=int, default=50_000)
+    source.add_argument("--seed", type=int, default=0)
+    source.add_argument("--device", default=None)
+    source.set_defaults(func=run_train_source)
+
+    preview = commands.add_parser("preview", help="a PNG grid: photo source, limited target, full portraits")
+    preview.add_argument("--out", required=True)
+    preview.add_argument("--size", type=int, default=64)
+    preview.add_argument("--count", type=int, default=12)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--zoom", type=int, default=1, help="nearest-neighbour enlargement")
+    preview.set_defaults(func=run_preview)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from .domains import DomainSpec, write_domain
+    spec = DomainSpec.named(args.domain)
+    out = write_domain(spec, args.out_dir, args.n, args.size, args.seed, args.split)
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"wrote {manifest['count']} {spec.style} images ({args.domain}/{args.split}, {args.size} px) to {out}")
+    return 0
+
+
+def run_train_instruments(args: argparse.Namespace) -> int:
+    from .classifier import save_classifier, train_classifier
+    from .realism import REALISM_FILE, make_feature_extractor, save_realism, train_realism, validate_realism
+    out, device = Path(args.out).expanduser(), pick_device(args.device)
+    classifier, classifier_report = train_classifier(args.size, args.steps, args.batch, device, args.seed,
+                                                     eval_images=args.eval_images)
+    realism, realism_report = train_realism(args.size, args.steps, args.batch, device, args.seed,
+                                            validation_images=args.eval_images)
+    # The study's failure, for contrast: the same validation on the attribute classifier's features.
+    contrast = validate_realism(make_feature_extractor(classifier), args.size, args.eval_images, args.seed + 1)
+    save_classifier(classifier, out / "classifier.pt")
+    save_realism(realism, out / REALISM_FILE)
+    report = {"classifier": classifier_report, "realism": realism_report,
+              "classifier_features_as_realism": contrast}
+    (out / "instruments.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({"classifier_accuracy": classifier_report["accuracy"],
+                      "realism_passed": realism_report["validation"]["passed"],
+                      "classifier_features_passed": contrast["passed"]}, indent=2))
+    print(f"saved {out / 'classifier.pt'}, {out / REALISM_FILE}, {out / 'instruments.json'}")
+    return 0 if realism_report["validation"]["passed_all"] else 3
+
+
+def run_train_source(args: argparse.Namespace) -> int:
+    from .source import UNET_PRESETS, train_source
+    info = train_source(args.out, UNET_PRESETS[args.unet_preset](), args.steps, args.batch, args.lr,
+                        args.num_images, args.seed, args.device)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from .preview import save_preview
+    print(save_preview(args.out, args.size, args.count, args.seed, args.zoom))
+    return 0

@@ -1,0 +1,143 @@
+"""SynthFaces domains: the FFHQ → MetFaces situation with exact labels.
+
+source()          photo faces, every attribute uniform                 (the FFHQ stand-in, 50,000 by default)
+limited_target()  ~1,300 portraits: neutral, no eyewear, two lightest skin tones (MetFaces' gaps)
+full_target()     portraits with every attribute, for evaluation only   (what the target domain really holds)
+
+A domain is rendered on the fly (:class:`FaceDataset`, deterministic per index) or written once as an image
+folder of PNGs + ``labels.csv`` + ``manifest.json`` (:func:`write_domain`), the same path real data takes.
+Each (domain, split) is its own random stream, so held-out sets never share a face with training sets.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .attributes import ATTRIBUTES, FACE_ATTRIBUTES, FaceLabels
+from .renderer import render_floats, to_tensor, to_uint8
+
+LABELS_FILE, MANIFEST_FILE = "labels.csv", "manifest.json"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """A rendering style plus the attribute levels the domain contains (absent name = all levels)."""
+
+    name: str
+    style: str
+    allowed: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    default_count: int = 1000
+
+    @classmethod
+    def source(cls) -> "DomainSpec":
+        return cls("source", "photo", (), 50_000)
+
+    @classmethod
+    def limited_target(cls) -> "DomainSpec":
+        """MetFaces' gaps: neutral expression only, no eyewear, the two lightest skin tones."""
+        return cls("limited", "portrait", (("expression", (0,)), ("eyewear", (0,)), ("skin", (0, 1))), 1_300)
+
+    @classmethod
+    def full_target(cls) -> "DomainSpec":
+        return cls("full", "portrait", (), 5_000)
+
+    @classmethod
+    def named(cls, name: str) -> "DomainSpec":
+        """'source', 'limited' or 'full'."""
+        presets = {"source": cls.source, "limited": cls.limited_target, "full": cls.full_target}
+        if name not in presets:
+            raise ValueError(f"unknown domain {name!r}; expected one of {list(presets)}")
+        return presets[name]()
+
+    def allowed_levels(self) -> dict[str, tuple[int, ...]]:
+        """Levels present in the domain, for every face attribute."""
+        levels = {name: tuple(range(len(names))) for name, names in FACE_ATTRIBUTES.items()}
+        levels.update(dict(self.allowed))
+        return levels
+
+    def stream(self, split: str) -> str:
+        return f"{self.name}/{split}"
+
+    def render(self, indices: Sequence[int], size: int = 32, seed: int = 0,
+               split: str = "train") -> tuple[np.ndarray, FaceLabels]:
+        """Faces ``indices`` of this domain's split. Returns float32 [N, 3, H, W] in [0, 1] and labels."""
+        return render_floats(indices, self.style, size, seed, self.stream(split), dict(self.allowed))
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """A domain split rendered on the fly: item i → (image [3, H, W] in [-1, 1], labels [5] int64).
+
+    Item i is the same however it is fetched; DataLoader's batched ``__getitems__`` renders a whole batch at once.
+    """
+
+    def __init__(self, spec: DomainSpec, n: int | None = None, size: int = 32, seed: int = 0, split: str = "train"):
+        self.spec, self.n, self.size, self.seed, self.split = spec, n or spec.default_count, size, seed, split
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if any(not 0 <= i < self.n for i in indices):
+            raise IndexError(f"index out of range for a dataset of {self.n}")
+        images, labels = self.spec.render(indices, self.size, self.seed, self.split)
+        images, table = to_tensor(images), torch.from_numpy(labels.stack())
+        return [(images[k], table[k]) for k in range(len(indices))]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+def level_counts(labels: FaceLabels) -> dict[str, dict[str, int]]:
+    """How many images show each level of each attribute: {"skin": {"very light": 12, ...}, ...}."""
+    return {name: {level: int((getattr(labels, name) == i).sum()) for i, level in enumerate(levels)}
+            for name, levels in ATTRIBUTES.items()}
+
+
+def write_domain(spec: DomainSpec, out_dir: str | Path, n: int | None = None, size: int = 32, seed: int = 0,
+                 split: str = "train", chunk: int = 1000) -> Path:
+    """Write faces 0 … n−1 of a domain split as ``00000.png …``, ``labels.csv`` and ``manifest.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = n or spec.default_count
+    all_labels, names = [], []
+    for begin in range(0, n, chunk):
+        images, labels = spec.render(range(begin, min(begin + chunk, n)), size, seed, split)
+        for offset, image in enumerate(to_uint8(images)):
+            names.append(f"{begin + offset:05d}.png")
+            Image.fromarray(image).save(out_dir / names[-1])
+        all_labels.append(labels)
+    labels = FaceLabels.concat(all_labels)
+    with open(out_dir / LABELS_FILE, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", *ATTRIBUTES])
+        writer.writerows([name, *row] for name, row in zip(names, labels.stack().tolist()))
+    manifest = {"domain": spec.name, "style": spec.style, "split": split, "seed": seed, "size": size, "count": n,
+                "stream": spec.stream(split), "allowed_levels": spec.allowed_levels(),
+                "level_counts": level_counts(labels)}
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return out_dir
+
+
+def read_labels(folder: str | Path) -> tuple[list[str], FaceLabels]:
+    """Read ``labels.csv`` of a written domain: file names and their labels."""
+    with open(Path(folder) / LABELS_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = np.array([[int(row[name]) for name in ATTRIBUTES] for row in rows], dtype=np.int64)
+    return [row["file"] for row in rows], FaceLabels.from_stacked(table.reshape(-1, len(ATTRIBUTES)))
+
+
+def read_domain(folder: str | Path) -> tuple[np.ndarray, FaceLabels]:
+    """Load a written domain back: uint8 images [N, H, W, 3] and labels."""
+    files, labels = read_labels(folder)
+    images = []
+    for name in files:
+        with Image.open(Path(folder) / name) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    return np.stack(images), labels

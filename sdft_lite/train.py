@@ -1,0 +1,445 @@
+"""The trainer: scratch, naive and SDFT fine-tuning in one readable loop (setup, resume, loop, sample, save).
+
+- ``scratch``: random initialisation, the diffusion loss (L_simple + L_vb).
+- ``naive``: initialised from the source model, the diffusion loss.
+- ``sdft``: initialised from the source model, which is also kept frozen as the teacher; the SDFT loss.
+
+Every random draw of step ``s`` (the batch, flips, t, ε, dropout) is a pure function of (seed, s, rank), so a
+run killed at any point and resumed from its last checkpoint reproduces the uninterrupted run. Checkpoints are
+written atomically; a NaN/Inf loss stops the run before anything is saved, so the last good checkpoint stays.
+Runs under ``torchrun`` use DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 logs and saves.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import checkpoint as ckpt
+from .config import pick_device, pick_precision
+from .data import ImageSet, batch_indices, load_image_folder, random_flip
+from .schedule import make_schedule
+from .sdft import SDFTConfig, sdft_losses
+from .unet import UNetConfig, UNetModel
+from .weighting import Weighting
+
+MODES = ("scratch", "naive", "sdft")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; stored in every checkpoint. Named presets below."""
+
+    mode: str = "sdft"
+    data_dir: str = ""
+    out_dir: str = "runs/sdft"
+    source_checkpoint: str | None = None      # ffhq_p2.pt for the paper; required for naive / sdft
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig.ffhq256().replace(dropout=0.1))
+    # the SDFT loss (method-spec §1.2–1.3); ignored for scratch / naive
+    lambda_distill: float = 0.1
+    gamma_distill: float = 3.0
+    lambda_aux: float = 0.1
+    gamma_aux: float = 50.0
+    distill_weighting: str = "p2"             # p2 | constant | min_snr, for both terms (Table 4 ablation)
+    min_snr_gamma: float = 5.0                # γ of min-SNR-γ when distill_weighting = min_snr
+    p2_k: float = 1.0
+    p2_gamma: float = 0.0                     # P2 weight on L_simple (0 in SDFT fine-tuning)
+    aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact)
+    aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
+    noise_schedule: str = "linear"
+    # optimisation
+    steps: int = 10_000
+    batch_size: int = 16                      # global batch (all GPUs, all accumulation steps)
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 0.0                    # 0 = off (the authors do not clip)
+    ema_rate: float = 0.9999
+    precision: str = "auto"                   # auto | fp32 | bf16 | fp16
+    channels_last: bool = False               # CUDA only; measured slower for the ADM U-Net on an H100
+    compile: bool = False
+    seed: int = 0
+    # feedback and checkpoints
+    log_every: int = 10
+    save_every: int = 5000
+    keep_last: int = 3
+    sample_every: int = 1000
+    sample_num: int = 16
+    sample_steps: str = "ddim40"
+    progress: bool = True
+
+    # ---- presets -------------------------------------------------------------------------------
+    @classmethod
+    def metfaces(cls, **overrides) -> "TrainConfig":
+        """The authors' MetFaces run: ffhq_p2.pt, 256 px, AdamW 2e-5, global batch 16, λ_d 0.1, γ_d 3,
+        λ_aux 0.1, γ_aux 50, dropout 0.1, 10k iterations (the reported values), DDIM-40 samples."""
+        base = dict(mode="sdft", data_dir="data/metfaces256", out_dir="runs/metfaces_sdft",
+                    source_checkpoint="models/ffhq_p2.pt")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def aahq(cls, **overrides) -> "TrainConfig":
+        """AAHQ subset (1,437 images): as MetFaces with λ_aux 0.3 (method-spec §1.3: the reported value is unknown)."""
+        base = dict(mode="sdft", data_dir="data/aahq256", out_dir="runs/aahq_sdft",
+                    source_checkpoint="models/ffhq_p2.pt", lambda_aux=0.3)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> "TrainConfig":
+        """A CPU-sized run for tests and quick mode: the tiny U-Net at 32 px."""
+        base = dict(unet=UNetConfig.tiny().replace(dropout=0.1), steps=20, batch_size=4, lr=1e-4,
+                    log_every=1, save_every=10, sample_every=0, sample_num=4, sample_steps="ddim10", ema_rate=0.99)
+        return cls(**{**base, **overrides})
+
+    def _weighting(self, gamma: float) -> Weighting:
+        if self.distill_weighting == "p2":
+            return Weighting("p2", gamma, self.p2_k)
+        if self.distill_weighting == "min_snr":
+            return Weighting("min_snr", self.min_snr_gamma)
+        return Weighting(self.distill_weighting)
+
+    def sdft_config(self) -> SDFTConfig:
+        """The loss of this run: SDFT's for mode sdft, the plain diffusion loss otherwise."""
+        mse_weighting = Weighting("p2", self.p2_gamma, self.p2_k)
+        if self.mode != "sdft":
+            return SDFTConfig(lambda_distill=0.0, lambda_aux=0.0, mse_weighting=mse_weighting)
+        return SDFTConfig(lambda_distill=self.lambda_distill, distill_weighting=self._weighting(self.gamma_distill),
+                          lambda_aux=self.lambda_aux, aux_weighting=self._weighting(self.gamma_aux),
+                          mse_weighting=mse_weighting, aux_skip_below=self.aux_skip_below,
+                          aux_bucket=self.aux_bucket)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["unet"] = self.unet.to_flags()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["unet"] = UNetConfig.from_flags(d["unet"])
+        return cls(**d)
+
+
+# ---- distributed helpers ---------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+# ---- models ----------------------------------------------------------------------------------------
+def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
+    """(student, teacher): the student from the source checkpoint (naive / sdft) or random (scratch); the
+    teacher is a frozen copy of the source, only for sdft."""
+    if config.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    if config.mode == "scratch":
+        return UNetModel(config.unet), None
+    if not config.source_checkpoint:
+        raise ValueError(f"mode {config.mode!r} needs --source-checkpoint (the model to fine-tune)")
+    source = ckpt.load_unet(config.source_checkpoint, config.unet)
+    teacher = copy.deepcopy(source).eval().requires_grad_(False) if config.mode == "sdft" else None
+    return source.train(), teacher
+
+
+def checkpoint_paths(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("ckpt_*.pt"))
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator for everything random in one step of one rank."""
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+class Trainer:
+    """Holds the run's state; :meth:`run` trains to ``config.steps`` and returns the final metrics."""
+
+    def __init__(self, config: TrainConfig, device: str | None = None, data: ImageSet | None = None):
+        self.config = config
+        self.dist = init_distributed()
+        self.device = pick_device(device)
+        if self.device.type == "cuda" and self.dist.world > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out_dir = Path(config.out_dir)
+        self.precision = pick_precision(self.device) if config.precision == "auto" else \
+            {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+        if config.batch_size % (self.dist.world * config.grad_accum):
+            raise ValueError(f"batch_size {config.batch_size} must divide by GPUs × grad_accum "
+                             f"({self.dist.world} × {config.grad_accum})")
+        if config.mode != "scratch" and config.source_checkpoint:
+            ckpt.find_weights(config.source_checkpoint)   # a missing source model is reported before data loading
+        self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size)
+        self.schedule = make_schedule(config.noise_schedule)
+        self.loss_config = config.sdft_config()
+        self._build()
+        self.step = 0
+        self.stop_requested = False
+
+    # ---- setup -----------------------------------------------------------------------------------
+    def _build(self):
+        config, device = self.config, self.device
+        student, teacher = build_models(config)
+        memory_format = torch.channels_last if (config.channels_last and device.type == "cuda") else None
+        self.memory_format = memory_format
+        self.model = student.to(device, memory_format=memory_format)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.teacher = None
+        if teacher is not None:   # a half-precision inference copy on GPUs (the authors' fp16 teacher)
+            teacher_dtype = self.precision if device.type == "cuda" else torch.float32
+            self.teacher = _CastInputs(teacher.to(device, dtype=teacher_dtype, memory_format=memory_format))
+        self.ddp_model = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:   # a second batch shape (aux skipping) switches to one dynamic-shape graph
+            self.ddp_model = torch.compile(self.ddp_model)
+            if self.teacher is not None:
+                self.teacher = torch.compile(self.teacher)
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay, fused=fused)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "step": self.step, "config": self.config.to_dict(), "unet_config": self.config.unet.to_flags(),
+                "ema_rate": self.config.ema_rate, "torch_rng": torch.get_rng_state()}
+
+    def save(self) -> Path | None:
+        if not self.dist.main:
+            return None
+        path = ckpt.save_atomic(self.state(), self.out_dir / f"ckpt_{self.step:07d}.pt")
+        for old in checkpoint_paths(self.out_dir)[:-self.config.keep_last or None]:
+            old.unlink()
+        return path
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` or the newest checkpoint in out_dir; False if there is none."""
+        paths = [Path(path)] if path else checkpoint_paths(self.out_dir)
+        if not paths:
+            return False
+        state = torch.load(paths[-1], map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        return True
+
+    # ---- one step --------------------------------------------------------------------------------
+    def _lr(self) -> float:
+        warmup = self.config.warmup_steps
+        return self.config.lr * min(1.0, (self.step + 1) / warmup) if warmup else self.config.lr
+
+    def _batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x0, t, noise) of this rank's micro-batch ``micro`` of the current step."""
+        c, d = self.config, self.dist
+        per_micro = c.batch_size // (d.world * c.grad_accum)
+        index = batch_indices(len(self.data), c.batch_size, self.step, c.seed)
+        index = index.reshape(c.grad_accum, d.world, per_micro)[micro, d.rank]
+        gen = step_generator(c.seed, self.step * c.grad_accum + micro, d.rank, self.device)
+        x0 = random_flip(self.data.batch(index, self.device), gen)
+        t = torch.randint(0, len(self.schedule), (per_micro,), generator=gen, device=self.device)
+        noise = torch.randn(x0.shape, generator=gen, device=self.device)
+        if self.memory_format is not None:
+            x0, noise = x0.contiguous(memory_format=self.memory_format), noise.contiguous(memory_format=self.memory_format)
+        return x0, t, noise
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        torch.manual_seed((c.seed * 7919 + self.step) * 1009 + self.dist.rank)   # dropout
+        autocast = torch.autocast(self.device.type, dtype=self.precision) \
+            if self.precision != torch.float32 else nullcontext()
+        totals: dict[str, float] = {}
+        for micro in range(c.grad_accum):
+            x0, t, noise = self._batch(micro)
+            sync = nullcontext() if micro == c.grad_accum - 1 or self.dist.world == 1 else self.ddp_model.no_sync()
+            with sync:
+                with autocast:
+                    terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, self.loss_config)
+                loss = terms["loss"].mean() / c.grad_accum
+                self.scaler.scale(loss).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach().mean()) / c.grad_accum
+        if not math.isfinite(totals["loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = checkpoint_paths(self.out_dir)
+            raise TrainingDiverged(
+                f"loss is {totals['loss']} at step {self.step}; stopped without saving. The last good checkpoint "
+                f"is {kept[-1] if kept else 'none (no checkpoint was written yet)'}; try a lower --lr or --precision fp32")
+        if c.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        self.step += 1
+        return totals
+
+    @torch.no_grad()
+    def _update_ema(self):
+        params = [p for p in self.model.parameters()]
+        ema = [p for p in self.ema.parameters()]
+        torch._foreach_lerp_(ema, params, 1.0 - self.config.ema_rate)
+
+    # ---- feedback --------------------------------------------------------------------------------
+    def sample_grid(self) -> Path | None:
+        """DDIM samples from the same fixed x_T at every call (raw weights), saved as a grid PNG."""
+        if not self.dist.main or not self.config.sample_num:
+            return None
+        from .sample import save_grid, generate
+        images = generate(self.model, self.config.sample_num, self.config.unet.image_size, self.config.sample_steps,
+                          seed=self.config.seed + 12345, batch_size=self.config.sample_num, device=self.device,
+                          schedule_name=self.config.noise_schedule)
+        self.model.train()
+        return save_grid(images, self.out_dir / "samples" / f"step_{self.step:07d}.png")
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, frame):
+            self.stop_requested = True
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        return previous
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        c = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        if self.dist.main:
+            (self.out_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
+        log = open(self.out_dir / "log.jsonl", "a") if self.dist.main else None
+        previous = self._install_signal_handlers()
+        bar = _progress(c, self.step, self.dist.main)
+        last_time, last_step, last = time.perf_counter(), self.step, {}
+        try:
+            while self.step < c.steps and not self.stop_requested:
+                terms = self.train_step()
+                last = terms
+                if log and (self.step % c.log_every == 0 or self.step == c.steps):
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) * c.batch_size / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    record = {"step": self.step, **terms,
+                              "img_per_s": round(rate, 2), "lr": self._lr()}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k != "loss"} | {"img/s": f"{rate:.1f}"})
+                if bar is not None:
+                    bar.update(1)
+                if c.save_every and self.step % c.save_every == 0:
+                    self.save()
+                if c.sample_every and self.step % c.sample_every == 0:
+                    self.sample_grid()
+            self.save()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+            if log:
+                log.close()
+        result = {"step": self.step, "stopped_early": self.stop_requested, **last}
+        if self.dist.world > 1:
+            result["replicas_identical"] = self.replicas_identical()
+        if self.dist.main and not self.stop_requested:
+            plot_losses(self.out_dir / "log.jsonl", self.out_dir / "loss.png")
+        return result
+
+    @torch.no_grad()
+    def replicas_identical(self) -> bool:
+        """True when every rank holds bit-identical weights (compared through a gathered fingerprint)."""
+        flat = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
+        weights = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=torch.float64).sin()
+        fingerprint = torch.stack([flat.sum(), (flat * weights).sum()])
+        gathered = [torch.zeros_like(fingerprint) for _ in range(self.dist.world)]
+        dist.all_gather(gathered, fingerprint)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+class _CastInputs(torch.nn.Module):
+    """Runs a frozen model in its own dtype (e.g. a bf16 teacher) and returns float32 outputs."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype), t).float()
+
+
+def _progress(config: TrainConfig, start: int, main: bool):
+    if not (config.progress and main):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=config.steps, initial=start, desc=config.mode, dynamic_ncols=True)
+
+
+def plot_losses(log_path: Path, out_path: Path) -> Path | None:
+    """The loss terms of a run's log.jsonl against the step, on a log scale."""
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["step"] for r in records]
+    for name in ("loss", "mse", "vb", "distill", "aux"):
+        values = [r.get(name, 0.0) for r in records]
+        if any(v > 0 for v in values):
+            ax.plot(steps, values, label=name)
+    ax.set(xlabel="step", ylabel="loss (per-sample mean)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def train(config: TrainConfig, device: str | None = None, resume: bool = False,
+          data: ImageSet | None = None) -> dict:
+    """Train a model from a config; see :class:`TrainConfig` and its presets."""
+    return Trainer(config, device, data).run(resume=resume)

@@ -1,0 +1,118 @@
+"""``sdft-lite train``, ``sdft-lite sample`` and ``sdft-lite prepare-data``."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .cliutil import add_dataclass_flags, overrides_from
+from .train import TrainConfig
+from .unet import UNetConfig
+
+UNET_PRESETS = ["ffhq256", "tiny", "demo32", "small32", "small64"]
+PRESETS = {"metfaces": TrainConfig.metfaces, "aahq": TrainConfig.aahq, "tiny": TrainConfig.tiny,
+           "none": TrainConfig}
+
+TRAIN_HELP = {
+    "mode": "scratch | naive | sdft",
+    "data_dir": "folder of target images (searched recursively)",
+    "out_dir": "where checkpoints, log.jsonl, samples/ and loss.png go",
+    "source_checkpoint": "source model: guided-diffusion .pt (e.g. ffhq_p2.pt) or an sdft-lite checkpoint",
+    "lambda_distill": "λ_d, weight of the distillation term", "gamma_distill": "γ_d of w_d(t) = 1/(k+SNR)^γ_d",
+    "lambda_aux": "λ_aux, weight of the auxiliary (pure-noise input) term; 0 turns it off",
+    "gamma_aux": "γ_aux of w_a(t)", "distill_weighting": "p2 | constant | min_snr (for both terms)",
+    "batch_size": "global batch over all GPUs and accumulation steps", "grad_accum": "gradient accumulation steps",
+    "precision": "auto (bf16 on recent GPUs, fp16 on T4, fp32 on CPU) | fp32 | bf16 | fp16",
+    "ema_rate": "EMA decay; samples and checkpoints keep raw and EMA weights (the authors evaluated raw)",
+    "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact)",
+    "save_every": "checkpoint every N steps (and at the end)", "keep_last": "checkpoints kept",
+    "sample_every": "DDIM sample grid from fixed noise every N steps (0 = never)",
+}
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="fine-tune (sdft, naive) or train from scratch",
+                                  description="Train a diffusion model. Start from a preset and override any field. "
+                                              "The paper's MetFaces run: sdft-lite train --preset metfaces "
+                                              "--data-dir data/metfaces256 --source-checkpoint models/ffhq_p2.pt")
+    train.add_argument("--preset", choices=sorted(PRESETS), default="none",
+                       help="metfaces / aahq: the paper's hyper-parameters and the 256-px FFHQ-P2 U-Net; "
+                            "tiny: a CPU-sized run")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out-dir")
+    train.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    train.add_argument("--unet-preset", choices=UNET_PRESETS, default=None,
+                       help="U-Net architecture preset (default: the training preset's)")
+    add_dataclass_flags(train, TrainConfig, skip=("unet",), help_text=TRAIN_HELP, group_title="training")
+    add_dataclass_flags(train, UNetConfig, group_title="U-Net (guided-diffusion flag names)")
+    train.set_defaults(func=run_train)
+
+    sample = subparsers.add_parser("sample", help="DDIM samples from a checkpoint, from fixed seeds")
+    sample.add_argument("checkpoint", help="an sdft-lite checkpoint or a guided-diffusion .pt")
+    sample.add_argument("--out", required=True, help="output folder: images/*.png, grid.png, sampling.json")
+    sample.add_argument("--num", type=int, default=64)
+    sample.add_argument("--batch", type=int, default=64)
+    sample.add_argument("--steps", default="ddim40", help="respacing, e.g. ddim40, ddim100, 250")
+    sample.add_argument("--eta", type=float, default=0.0)
+    sample.add_argument("--seed", type=int, default=0, help="image i starts from x_T seeded by (seed, i)")
+    sample.add_argument("--weights", choices=["raw", "ema"], default="raw",
+                        help="raw (as the authors evaluated) or EMA weights of an sdft-lite checkpoint")
+    sample.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="network precision (the DDIM update is always fp32)")
+    sample.add_argument("--device", default=None)
+    sample.set_defaults(func=run_sample)
+
+    prep = subparsers.add_parser("prepare-data", help="pre-resize an image folder (MetFaces, AAHQ) with a manifest")
+    prep.add_argument("src")
+    prep.add_argument("dst")
+    prep.add_argument("--size", type=int, default=256)
+    prep.set_defaults(func=run_prepare)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = PRESETS[args.preset]()
+    unet = getattr(UNetConfig, args.unet_preset)() if args.unet_preset else config.unet
+    unet_changes = overrides_from(args, UNetConfig)
+    if unet_changes or args.unet_preset:
+        unet = unet.replace(**unet_changes)
+    return TrainConfig(**{**config.__dict__, **overrides_from(args, TrainConfig, skip=("unet",)), "unet": unet})
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import train
+    config = config_from_args(args)
+    result = train(config, device=args.device, resume=args.resume)
+    print(json.dumps(result))
+    return 0 if not result["stopped_early"] else 130
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_unet
+    from .config import pick_device
+    from .sample import generate, save_grid, save_images
+    device = pick_device(args.device)
+    model = load_unet(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device)
+    precision = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    start = time.perf_counter()
+    images = generate(model, args.num, model.config.image_size, args.steps, args.seed, args.batch, device,
+                      precision=precision, eta=args.eta)
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    save_images(images, out / "images")
+    save_grid(images[:64], out / "grid.png")
+    info = {"checkpoint": str(args.checkpoint), "weights": args.weights, "steps": args.steps, "eta": args.eta,
+            "seed": args.seed, "num": args.num, "seconds": round(seconds, 2),
+            "img_per_s": round(args.num / seconds, 2)}
+    (out / "sampling.json").write_text(json.dumps(info, indent=2))
+    print(f"wrote {args.num} samples ({args.weights} weights, {args.steps}) to {out / 'images'} — {info['img_per_s']} img/s")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare_data
+    manifest = prepare_data(args.src, args.dst, args.size)
+    print(f"{manifest['written']} of {manifest['found']} images written to {args.dst} at {args.size} px "
+          f"({manifest['skipped']} skipped, {manifest['upscaled']} upscaled); manifest.json has the details")
+    return 0

@@ -1,0 +1,131 @@
+"""The book's build tools: toc syncing, chapter wall times, the reproduction table and the JS vendoring plan."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str):
+    """Import book/tools/<name>.py (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"book_tools_{name}", REPO_ROOT / "book" / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+sync_toc = load_tool("sync_toc")
+chapter_times = load_tool("chapter_times")
+reproduction_table = load_tool("reproduction_table")
+vendor_js = load_tool("vendor_js")
+
+
+# ---------------------------------------------------------------- sync_toc
+
+FULL = {"format": "jb-book", "root": "book/intro", "parts": [
+    {"caption": "Getting started", "chapters": [{"file": "book/how-to-run"}, {"file": "notebooks/00_a"}]},
+    {"caption": "Foundations", "chapters": [{"file": "notebooks/01_b"}]},
+]}
+
+
+def make_pages(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("# page\n", encoding="utf-8")
+
+
+def test_toc_keeps_existing_pages_and_drops_empty_parts(tmp_path):
+    make_pages(tmp_path, "book/intro.md", "book/how-to-run.md", "notebooks/01_b.ipynb")
+    toc = sync_toc.existing_toc(FULL, tmp_path)
+    assert toc["parts"] == [
+        {"caption": "Getting started", "chapters": [{"file": "book/how-to-run"}]},
+        {"caption": "Foundations", "chapters": [{"file": "notebooks/01_b"}]},
+    ]
+    make_pages(tmp_path, "notebooks/00_a.ipynb")
+    assert sync_toc.existing_toc(FULL, tmp_path) == FULL
+
+
+def test_toc_without_root_page_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        sync_toc.existing_toc(FULL, tmp_path)
+
+
+def test_committed_toc_is_in_sync_with_the_files():
+    assert sync_toc.main(["--check-sync"]) == 0
+
+
+def test_every_full_toc_entry_is_a_known_page_kind():
+    full = sync_toc.yaml.safe_load(sync_toc.FULL_TOC.read_text(encoding="utf-8"))
+    entries = sync_toc.all_entries(full)
+    assert entries[0] == "book/intro" and len(entries) == len(set(entries)) == 15
+    assert all(e.startswith(("book/", "notebooks/")) for e in entries)
+
+
+# ---------------------------------------------------------------- chapter_times
+
+def notebook_with_stdout(*texts: str) -> dict:
+    outputs = [{"output_type": "stream", "name": "stdout", "text": text} for text in texts]
+    return {"cells": [{"cell_type": "markdown", "source": "# Forward process\n\ntext", "metadata": {}},
+                      {"cell_type": "code", "source": "", "metadata": {}, "outputs": outputs}]}
+
+
+def test_wall_time_lines_are_parsed_and_the_last_per_mode_wins():
+    notebook = notebook_with_stdout(
+        "WALL_TIME mode=quick hardware=CPU x86_64 x2 seconds=12.0\n",
+        "loss 0.1\nWALL_TIME mode=quick hardware=CPU x86_64 x2 seconds=14.5\n",
+        "WALL_TIME mode=full hardware=NVIDIA H100 80GB HBM3 (CUDA 12.4) seconds=3720\n",
+    )
+    times = chapter_times.wall_times(notebook)
+    assert times["quick"] == chapter_times.WallTime("quick", "CPU x86_64 x2", 14.5)
+    assert times["full"].hardware == "NVIDIA H100 80GB HBM3 (CUDA 12.4)" and times["full"].seconds == 3720
+    assert chapter_times.chapter_title(notebook, "x") == "Forward process"
+
+
+def test_wall_time_table_says_not_yet_run_where_nothing_was_measured(tmp_path):
+    measured = tmp_path / "01_forward_process.ipynb"
+    measured.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=quick hardware=CPU seconds=75\n")))
+    rows = chapter_times.collect([measured, tmp_path / "02_missing.ipynb"], extras=[])
+    table = chapter_times.table(rows)
+    assert "| `01_forward_process` Forward process | 1 min 15 s on CPU | not yet run |" in table
+    assert "| `02_missing` not yet written | not yet run | not yet run |" in table
+
+
+@pytest.mark.parametrize("seconds, text", [(42.4, "42 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
+def test_seconds_are_formatted_for_reading(seconds, text):
+    assert chapter_times.format_seconds(seconds) == text
+
+
+# ---------------------------------------------------------------- reproduction_table
+
+def test_paper_tables_hold_every_number_of_the_paper():
+    sizes = {t.name: (len(t.rows), {len(values) for *_, values in t.rows}) for t in reproduction_table.PAPER_TABLES}
+    assert sizes == {"Table 1": (12, {5}), "Table 2": (4, {2}), "Table 3": (6, {3}), "Table 4": (3, {3})}
+
+
+def test_measured_result_sits_beside_the_paper_value(tmp_path):
+    record = {"paper_item": "Table 3", "dataset": "MetFaces", "task": None, "model": "SDFT",
+              "metrics": {"FID": 36.0, "LPIPS": 0.4567}, "mode": "full", "hardware": "H100"}
+    own = dict(record, paper_item="SynthFaces", dataset="SynthFaces", metrics={"retain_eyewear": 0.58})
+    (tmp_path / "r.json").write_text(json.dumps([record, own]))
+    (tmp_path / "bench.json").write_text(json.dumps({"img_per_s": 28.9}))  # not a result record: skipped
+    results = reproduction_table.load_results((tmp_path,))
+    text = reproduction_table.render(results)
+    assert "| MetFaces | SDFT | 35.11 → 36.00 | 17.14 | 0.46 → 0.457 | full mode, H100" in text
+    assert "| MetFaces | Naive Fine-Tune | 43.45 | 22.81 | 0.474 | not yet run |" in text
+    assert "| SynthFaces | SynthFaces |  | SDFT | retain_eyewear 0.580 | full | H100 |" in text
+
+
+# ---------------------------------------------------------------- vendor_js
+
+def test_vendor_plan_serves_what_config_asks_for():
+    config = (REPO_ROOT / "_config.yml").read_text(encoding="utf-8")
+    plan = vendor_js.vendor_plan()
+    for dest in ("mathjax/tex-mml-chtml.js", "requirejs/require.js", "html-manager/embed-amd.js"):
+        assert f"../_vendor/{dest}" in config
+        assert dest in plan

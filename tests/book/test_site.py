@@ -1,0 +1,85 @@
+"""The built book, checked page by page in headless Chromium (see check_site.py for what is checked).
+
+Needs the site built first (`make book`: jupyter-book build + vendor_js.py). Without `_build/html` the page
+tests are skipped, unless SDFT_BOOK_SITE_REQUIRED=1 (set by `make test-book`), when they fail. Without
+Chromium they are skipped, except under CI=true, when they fail. The last tests check the checker itself
+on hand-made inputs, so they need neither.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import check_site  # noqa: E402
+
+PAGES = check_site.toc_pages()
+
+
+@pytest.fixture(scope="module")
+def rendered_site():
+    """Serve the built site, render every toc page once (in parallel), yield (base_url, renders)."""
+    if not (check_site.SITE / "index.html").is_file():
+        message = f"{check_site.SITE} is not built: run `make book` first"
+        if os.environ.get("SDFT_BOOK_SITE_REQUIRED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        message = "chromium is not installed (apt-get update && apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with check_site.serve(check_site.SITE) as base_url:
+        yield base_url, check_site.render_all(PAGES, base_url, check_site.SCREENSHOTS, chromium)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.docname for page in PAGES])
+def test_page_renders_offline(rendered_site, page):
+    base_url, renders = rendered_site
+    problems = check_site.check_page(page, renders[page.docname], base_url)
+    assert not problems, f"{page.docname}:\n  " + "\n  ".join(problems)
+
+
+# ---------------------------------------------------------------- the checker can fail
+
+def test_cdn_script_and_stylesheet_are_flagged():
+    html = ('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
+            '<link rel="stylesheet" href="https://unpkg.com/x.css"><script src="../_static/ok.js"></script>')
+    problems = check_site.check_no_cdn(BeautifulSoup(html, "html.parser"), "page")
+    assert len(problems) == 2 and "cdn.jsdelivr.net" in problems[0] and "unpkg.com" in problems[1]
+
+
+def test_raw_math_left_in_text_is_found_but_code_is_ignored():
+    text = check_site.visible_text('<p>cost $$x^2$$</p><pre>$$ in code</pre><code>\\(a\\)</code>')
+    assert "$$" in text and "in code" not in text and "\\(" not in text
+
+
+def test_math_detection_ignores_code(tmp_path):
+    plain = tmp_path / "plain.md"
+    plain.write_text("Costs `$5` and\n```python\nx = '$a$'\n```\n", encoding="utf-8")
+    maths = tmp_path / "maths.md"
+    maths.write_text("Where $\\abar_t$ falls.\n", encoding="utf-8")
+    assert not check_site.source_has_math(plain)
+    assert check_site.source_has_math(maths)
+
+
+def test_notebook_outputs_are_counted_except_removed_cells(tmp_path):
+    png = {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"},
+           "metadata": {}}
+    view = {"output_type": "display_data", "metadata": {},
+            "data": {check_site.WIDGET_VIEW_MIME: {"model_id": "m"}, "text/plain": "IntSlider()"}}
+    cells = [
+        {"cell_type": "code", "metadata": {}, "source": "", "outputs": [png, view], "execution_count": 1},
+        {"cell_type": "code", "metadata": {"tags": ["remove-output"]}, "source": "", "outputs": [png],
+         "execution_count": 2},
+    ]
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert check_site.notebook_image_outputs(notebook) == 1
+    assert check_site.notebook_widget_views(notebook) == 1
