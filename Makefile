@@ -31,8 +31,10 @@ test-unit: venv
 	$(QUICK) $(VENV)/bin/pytest -q -p no:cacheprovider --timeout=900 --durations=10 tests \
 		--ignore=tests/book/test_site.py
 
+# a fresh model cache, so that the chapters train what they need exactly as on a new machine
 test-notebooks: venv
-	$(QUICK) $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	rm -rf _build/sdft_home
+	SDFT_LITE_HOME=$(CURDIR)/_build/sdft_home $(QUICK) $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval/sanitize.cfg notebooks/
 
 $(NODE_STAMP): package.json package-lock.json
