@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "sdft_lite.metrics.evaluate",
     "sdft_lite.synthfaces.cli",
     "sdft_lite.editing.cli",
+    "sdft_lite.demo",
 ]
 
 

@@ -3,6 +3,7 @@
     sdft-lite synthfaces render --domain limited --n 1300 --size 32 --seed 0 data/limited32
     sdft-lite synthfaces train-instruments --size 32 --steps 3000 --out ~/.cache/sdft_lite/synthfaces
     sdft-lite synthfaces preview --size 64 --out synthfaces.png
+    sdft-lite synthfaces benchmark --preset quick --lams 1,3 --seeds 0,1 --out runs/benchmark
 """
 from __future__ import annotations
 
@@ -60,6 +61,41 @@ def add_parser(subparsers) -> None:
     preview.add_argument("--zoom", type=int, default=1, help="nearest-neighbour enlargement")
     preview.set_defaults(func=run_preview)
 
+    bench = commands.add_parser("benchmark", help="scratch / naive / SDFT: retention, style, realism, SDEdit",
+                                description="Fine-tune (or load from the cache) and evaluate every model from the "
+                                            "same noises; writes results.json, records.json, grid.png, "
+                                            "sdedit_grid.png and frontier.png.")
+    bench.add_argument("--out", default="runs/benchmark")
+    bench.add_argument("--preset", choices=["quick", "full"], default=None,
+                       help="default: full on a GPU, quick on a CPU or with SDFT_QUICK=1")
+    bench.add_argument("--lams", type=float_list, default=None, help="SDFT λ sweep, e.g. 0.1,1,3,10")
+    bench.add_argument("--seeds", type=int_list, default=None, help="fine-tuning seeds, e.g. 0,1,2")
+    bench.add_argument("--steps", type=int, default=None, help="fine-tuning steps of every model")
+    bench.add_argument("--num-noises", type=int, default=None, help="shared noises per model")
+    bench.add_argument("--sample-steps", default=None, help="DDIM respacing for sampling, e.g. ddim40")
+    bench.add_argument("--num-sdedit", type=int, default=None, help="held-out photos translated per model")
+    bench.add_argument("--sdedit-steps", default=None, help="DDIM respacing for SDEdit, e.g. ddim40")
+    bench.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=None)
+    bench.add_argument("--weightings", type=str_list, default=None,
+                       help="extra weighting ablations at --ablation-lam: constant,min_snr")
+    bench.add_argument("--ablate-aux", action=argparse.BooleanOptionalAction, default=None,
+                       help="also SDFT without the auxiliary term, at --ablation-lam")
+    bench.add_argument("--ablation-lam", type=float, default=None)
+    bench.add_argument("--device", default=None)
+    bench.set_defaults(func=run_benchmark_command)
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def str_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
 
 def run_render(args: argparse.Namespace) -> int:
     from .domains import DomainSpec, write_domain
@@ -103,4 +139,26 @@ def run_train_source(args: argparse.Namespace) -> int:
 def run_preview(args: argparse.Namespace) -> int:
     from .preview import save_preview
     print(save_preview(args.out, args.size, args.count, args.seed, args.zoom))
+    return 0
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..config import quick_mode
+    from .benchmark import BenchmarkConfig, report, run_benchmark
+    device = pick_device(args.device)
+    preset = args.preset or ("full" if device.type == "cuda" and not quick_mode() else "quick")
+    config = BenchmarkConfig.full() if preset == "full" else BenchmarkConfig.quick()
+    changes = {"lams": args.lams, "seeds": args.seeds, "num_noises": args.num_noises,
+               "sample_steps": args.sample_steps, "num_sdedit": args.num_sdedit, "sdedit_steps": args.sdedit_steps,
+               "scratch": args.scratch, "ablation_weightings": args.weightings, "ablate_aux": args.ablate_aux,
+               "ablation_lam": args.ablation_lam}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.steps is not None:
+        changes["finetune"] = dataclasses.replace(config.finetune, steps=args.steps)
+    if changes:
+        config = dataclasses.replace(config, name=f"{preset}+changes", **changes)
+    result = run_benchmark(config, args.out, device=str(device))
+    print(report(result))
     return 0

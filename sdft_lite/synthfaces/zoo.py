@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +112,16 @@ def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UN
         return load_unet(path)
     unet = source_model().config
     run_dir = cache_dir() / "runs" / spec.key()
+    shutil.rmtree(run_dir, ignore_errors=True)     # a retrain (FORCE_TRAIN=1) starts a fresh log
     trainer = Trainer(spec.train_config(unet, run_dir), device=device, data=limited_target(unet.image_size,
                                                                                              spec.num_target))
-    trainer.run()
+    if trainer.run().get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
+        raise KeyboardInterrupt(f"fine-tuning {spec.key()} was stopped at step {trainer.step} of {spec.steps}")
     model = trainer.model.cpu().eval()
     save_atomic({"model": model.state_dict(), "unet_config": unet.to_flags(), "spec": dataclasses.asdict(spec),
                  "log": (run_dir / "log.jsonl").read_text()}, path)
+    for trainer_checkpoint in run_dir.glob("ckpt_*.pt"):   # optimizer state etc.: not needed once exported
+        trainer_checkpoint.unlink()
     return model
 
 

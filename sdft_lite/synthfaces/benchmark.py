@@ -1,0 +1,496 @@
+"""The SynthFaces benchmark: does SDFT keep what the limited target lacks? (Hur et al., WACV 2024, §4 and Fig. 1)
+
+The source model knows every attribute; the limited portrait target (the MetFaces stand-in) has no dark skin, no
+eyewear and no smiles. Every model is sampled from the SAME noises as the source model (deterministic DDIM, so
+image i of two models is a shared-noise pair), and the attribute classifier reads both samples:
+
+    retention(attribute) = #{i : source sample i shows it  and  fine-tuned sample i shows it}
+                           / #{i : source sample i shows it}
+
+"Dark skin" is skin level ≥ 2 (medium, brown, dark: every tone the limited target lacks); "eyewear" is glasses or
+sunglasses; "expression" is a closed or open smile. Beside retention: the portrait-style rate (did the model adopt
+the target style?), realism (Fréchet distance of the shipped realism net's features to held-out full-target and
+limited-target renders; lower = more like real portraits, see ``realism.py``) and SDEdit translation of held-out
+photos (the authors' DDIM variant, ``editing.sdedit.sdedit_ddim``): attributes kept from input to output.
+
+Data path. The limited target is written as an image folder (PNGs + labels.csv, like MetFaces) and read back with
+``sdft_lite.data.load_image_folder``; the benchmark checks that the folder is, pixel for pixel, the data the
+cached fine-tuning runs (``zoo.finetuned``, rendered in memory) train on, so chapters and the benchmark share one
+cache. The held-out evaluation sets are written and read back the same way.
+
+    result = run_benchmark(BenchmarkConfig.quick(), "runs/benchmark")   # results.json, grid.png, frontier.png
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..assets import asset_path
+from ..config import hardware, pick_device
+from ..data import load_image_folder
+from ..editing.sdedit import sdedit_ddim
+from ..sample import generate, make_grid
+from ..schedule import make_schedule, respace
+from .attributes import FACE_ATTRIBUTES, FaceLabels
+from .classifier import AttributeClassifier, load_classifier
+from .domains import DomainSpec, read_labels, write_domain
+from .realism import frechet_distance, load_feature_extractor
+from .zoo import FinetuneSpec, finetuned, is_cached, limited_target, source_model
+
+CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
+SOURCE_LABEL = "source"
+
+
+# ---- what is measured -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AbsentAttribute:
+    """An attribute the limited target lacks: ``attribute`` at level ≥ ``min_level``."""
+
+    key: str
+    attribute: str
+    min_level: int
+
+    def shown(self, labels: FaceLabels) -> np.ndarray:
+        """[N] bool: which faces show it."""
+        return getattr(labels, self.attribute) >= self.min_level
+
+
+ABSENT = (AbsentAttribute("dark_skin", "skin", 2),       # medium, brown, dark (the target has the two lightest)
+          AbsentAttribute("eyewear", "eyewear", 1),      # glasses or sunglasses
+          AbsentAttribute("expression", "expression", 1))  # closed or open smile
+
+
+def retention(before: FaceLabels, after: FaceLabels, absent: AbsentAttribute) -> float:
+    """Among faces i whose ``before`` label shows ``absent``, the fraction whose ``after`` label shows it too
+    (NaN when no face shows it). before/after: labels of the same N noises (or the same N inputs)."""
+    had = absent.shown(before)
+    return float((had & absent.shown(after)).sum() / had.sum()) if had.any() else math.nan
+
+
+def style_rate(labels: FaceLabels) -> float:
+    """Fraction of faces the classifier reads as portraits (the target style)."""
+    return float((labels.style == 1).mean())
+
+
+# ---- configuration --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Which models, how many seeds and noises, and how they are evaluated."""
+
+    name: str = "custom"
+    finetune: FinetuneSpec = FinetuneSpec.full()   # the budget every model gets (mode, λ and seed set per run)
+    scratch: bool = True                 # a random init of the same U-Net, trained on the limited target
+    naive: bool = True
+    lams: tuple[float, ...] = (0.1, 1.0, 3.0, 10.0)   # SDFT λ sweep (λ_d = λ_aux), P2 weights, aux on
+    ablation_lam: float = 1.0            # λ of the ablations below
+    ablation_weightings: tuple[str, ...] = ()   # extra weighting schemes: "constant", "min_snr" (Table 4)
+    ablate_aux: bool = False             # also SDFT without the auxiliary term (Fig. 8)
+    seeds: tuple[int, ...] = (0,)        # fine-tuning seeds (mean ± sd over them)
+    num_noises: int = 1000               # shared noises per model
+    noise_seed: int = 1234
+    sample_steps: str = "ddim40"         # deterministic DDIM (η = 0)
+    num_sdedit: int = 500                # held-out photos translated by each model
+    sdedit_steps: str = "ddim40"         # the authors' variant: perturb to t0 on this respacing, DDIM back
+    sdedit_t0: int = 500
+    num_reference: int = 1000            # held-out full / limited renders for realism
+    grid_rows: int = 8
+    batch_size: int = 250
+
+    @classmethod
+    def quick(cls, **changes) -> "BenchmarkConfig":
+        """The CPU demo (≤ 10 min on 2 cores with an empty cache): naive vs SDFT λ = 3 (``FinetuneSpec.quick``:
+        150 steps × 32), one seed, 200 noises sampled with DDIM-10, 64 SDEdit translations with DDIM-20 (10
+        reverse steps from t = 450). At 150 steps λ = 3 keeps clearly more than naive at full portrait style;
+        the paper's λ = 0.1 barely differs from naive on this data (docs/synthfaces-study.md)."""
+        base = dict(name="quick", finetune=FinetuneSpec.quick(), scratch=False, lams=(3.0,), seeds=(0,),
+                    num_noises=200, sample_steps="ddim10", num_sdedit=64, sdedit_steps="ddim20",
+                    num_reference=1000, batch_size=100)
+        return cls(**{**base, **changes})
+
+    @classmethod
+    def full(cls, **changes) -> "BenchmarkConfig":
+        """The GPU benchmark: scratch, naive, the λ sweep and the ablations, 3 seeds, 1,000 noises, DDIM-40."""
+        base = dict(name="full", finetune=FinetuneSpec.full(), lams=(0.1, 0.3, 1.0, 3.0, 10.0),
+                    ablation_weightings=("constant", "min_snr"), ablate_aux=True, seeds=(0, 1, 2))
+        return cls(**{**base, **changes})
+
+    def runs(self) -> list[tuple[str, FinetuneSpec]]:
+        """(label, spec) of every fine-tuning run, seed by seed."""
+        base, out = self.finetune, []
+        for seed in self.seeds:
+            spec = dataclasses.replace(base, seed=seed)
+            if self.scratch:
+                out.append(("scratch", dataclasses.replace(spec, mode="scratch", lam=0.0)))
+            if self.naive:
+                out.append(("naive", dataclasses.replace(spec, mode="naive", lam=0.0)))
+            for lam in self.lams:
+                out.append((sdft_label(lam), dataclasses.replace(spec, mode="sdft", lam=lam)))
+            for weighting in self.ablation_weightings:
+                out.append((sdft_label(self.ablation_lam, f"{weighting} w"),
+                            dataclasses.replace(spec, mode="sdft", lam=self.ablation_lam, weighting=weighting)))
+            if self.ablate_aux:
+                out.append((sdft_label(self.ablation_lam, "no aux"),
+                            dataclasses.replace(spec, mode="sdft", lam=self.ablation_lam, aux=False)))
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sdft_label(lam: float, variant: str = "") -> str:
+    return f"SDFT λ={lam:g}" + (f", {variant}" if variant else "")
+
+
+# ---- data: written as image folders, read back -----------------------------------------------------------------
+
+@dataclass
+class EvaluationData:
+    """The held-out sets as read back from their folders. Images: uint8 [N, 3, S, S]."""
+
+    full_target: torch.Tensor
+    limited_target: torch.Tensor
+    photos: torch.Tensor
+    folders: dict[str, str]
+    checks: dict[str, object]
+
+
+def write_and_read(spec: DomainSpec, folder: Path, n: int, size: int, split: str) -> tuple[torch.Tensor, FaceLabels]:
+    write_domain(spec, folder, n, size, seed=0, split=split)
+    return load_image_folder(folder, size).images, read_labels(folder)[1]
+
+
+def prepare_data(config: BenchmarkConfig, data_dir: Path, size: int) -> EvaluationData:
+    """Write the limited training target and the held-out sets as image folders and read them back."""
+    limited, full, source = DomainSpec.limited_target(), DomainSpec.full_target(), DomainSpec.source()
+    n_train, n_ref = config.finetune.num_target, config.num_reference
+    train_images, train_labels = write_and_read(limited, data_dir / "limited_train", n_train, size, "train")
+    if not torch.equal(train_images, limited_target(size, n_train).images):
+        raise RuntimeError("the written limited-target folder differs from the data zoo.finetuned trains on")
+    full_images, _ = write_and_read(full, data_dir / "full_test", n_ref, size, "test")
+    limited_images, _ = write_and_read(limited, data_dir / "limited_test", n_ref, size, "test")
+    photos, _ = write_and_read(source, data_dir / "photo_test", config.num_sdedit, size, "test")
+    excluded = {a.key: int(a.shown(train_labels).sum()) for a in ABSENT}
+    checks = {"limited_folder_equals_training_data": True, "limited_train_faces_showing_absent": excluded}
+    folders = {name: str(data_dir / name) for name in ("limited_train", "full_test", "limited_test", "photo_test")}
+    return EvaluationData(full_images, limited_images, photos, folders, checks)
+
+
+# ---- instruments and evaluation -------------------------------------------------------------------------------
+
+@dataclass
+class Instruments:
+    """The shipped classifier and realism net, with the realism features of both references."""
+
+    classifier: AttributeClassifier
+    realism: Callable[..., torch.Tensor]
+    reference: dict[str, torch.Tensor]
+
+    @classmethod
+    def load(cls, data: EvaluationData, device: torch.device) -> "Instruments":
+        realism = load_feature_extractor(asset_path(REALISM), device)
+        reference = {"full": realism(data.full_target), "limited": realism(data.limited_target)}
+        return cls(load_classifier(asset_path(CLASSIFIER), device), realism, reference)
+
+    def realism_scores(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        features = self.realism(images)
+        return {f"{prefix}fd_{name}": frechet_distance(features, ref) for name, ref in self.reference.items()}
+
+
+def sample_metrics(labels: FaceLabels, source_labels: FaceLabels, samples: torch.Tensor,
+                   instruments: Instruments) -> dict[str, float]:
+    """Retention vs the source's shared-noise samples, presence, style rate, realism. samples: [N, 3, S, S]."""
+    metrics = {f"retain_{a.key}": retention(source_labels, labels, a) for a in ABSENT}
+    metrics["retain_mean"] = float(np.nanmean([metrics[f"retain_{a.key}"] for a in ABSENT]))
+    metrics.update({f"presence_{a.key}": float(a.shown(labels).mean()) for a in ABSENT})
+    metrics["style_rate"] = style_rate(labels)
+    metrics.update(instruments.realism_scores(samples))
+    return metrics
+
+
+def sdedit_metrics(outputs: torch.Tensor, input_labels: FaceLabels, instruments: Instruments) -> dict[str, float]:
+    """Attributes kept from input photo to translated output (classifier labels of both), style rate, realism."""
+    labels = instruments.classifier.predict(outputs)
+    metrics = {f"sdedit_keep_{name}": float((getattr(labels, name) == getattr(input_labels, name)).mean())
+               for name in FACE_ATTRIBUTES}
+    metrics["sdedit_keep_mean"] = float(np.mean([metrics[f"sdedit_keep_{name}"] for name in FACE_ATTRIBUTES]))
+    metrics.update({f"sdedit_retain_{a.key}": retention(input_labels, labels, a) for a in ABSENT})
+    metrics["sdedit_style_rate"] = style_rate(labels)
+    metrics.update(instruments.realism_scores(outputs, prefix="sdedit_"))
+    return metrics
+
+
+class Evaluator:
+    """Samples a model from the shared noises and translates the shared photos; keeps the source's labels."""
+
+    def __init__(self, config: BenchmarkConfig, data: EvaluationData, instruments: Instruments,
+                 device: torch.device, size: int):
+        self.config, self.instruments, self.device, self.size = config, instruments, device, size
+        self.photos = data.photos.float() / 127.5 - 1.0
+        self.photo_labels = instruments.classifier.predict(self.photos)
+        generator = torch.Generator().manual_seed(config.noise_seed + 1)
+        self.sdedit_noise = torch.randn(self.photos.shape, generator=generator)
+        self.sdedit_schedule = respace(make_schedule("linear"), config.sdedit_steps)
+        self.source_labels: FaceLabels | None = None
+
+    def samples(self, model) -> torch.Tensor:
+        c = self.config
+        return generate(model.to(self.device), c.num_noises, self.size, c.sample_steps, seed=c.noise_seed,
+                        batch_size=c.batch_size, device=self.device)
+
+    @torch.no_grad()
+    def translations(self, model) -> torch.Tensor:
+        model, c, out = model.to(self.device).eval(), self.config, []
+        for begin in range(0, len(self.photos), c.batch_size):
+            x0 = self.photos[begin:begin + c.batch_size].to(self.device)
+            noise = self.sdedit_noise[begin:begin + c.batch_size].to(self.device)
+            out.append(sdedit_ddim(model, x0, self.sdedit_schedule, c.sdedit_t0, noise=noise).clamp(-1, 1).cpu())
+        return torch.cat(out)
+
+    def evaluate(self, model, translate: bool = True) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+        """(metrics, samples [N, 3, S, S], SDEdit outputs or None). The first call must be the source model."""
+        samples = self.samples(model)
+        labels = self.instruments.classifier.predict(samples)
+        if self.source_labels is None:
+            self.source_labels = labels
+        metrics = sample_metrics(labels, self.source_labels, samples, self.instruments)
+        outputs = self.translations(model) if translate else None
+        if outputs is not None:
+            metrics.update(sdedit_metrics(outputs, self.photo_labels, self.instruments))
+        model.cpu()
+        return metrics, samples, outputs
+
+
+# ---- the benchmark --------------------------------------------------------------------------------------------
+
+def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | None = None,
+                  log: Callable[[str], None] | None = print) -> dict:
+    """Fine-tune (or load from the zoo's cache) every model of ``config``, evaluate them all from the same noises,
+    and write results.json, records.json, grid.png, sdedit_grid.png and frontier.png to ``out_dir``."""
+    log = log or (lambda message: None)
+    started, out_dir, device = time.perf_counter(), Path(out_dir), pick_device(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = source_model()
+    size = source.config.image_size
+    timer = time.perf_counter()
+    data = prepare_data(config, out_dir / "data", size)
+    evaluator = Evaluator(config, data, Instruments.load(data, device), device, size)
+    wall = {"data_and_instruments": time.perf_counter() - timer}
+    log(f"data written to {out_dir / 'data'} and read back ({wall['data_and_instruments']:.1f} s)")
+
+    timer = time.perf_counter()
+    source_metrics, source_samples, _ = evaluator.evaluate(source, translate=False)
+    wall["evaluate source"] = time.perf_counter() - timer
+    grid_columns, sdedit_columns = {SOURCE_LABEL: source_samples[:config.grid_rows]}, {}
+    sdedit_columns["input photo"] = evaluator.photos[:config.grid_rows]
+    runs = []
+    for label, spec in config.runs():
+        cached = is_cached(spec)
+        timer = time.perf_counter()
+        model = finetuned(spec, device=str(device))
+        train_seconds = time.perf_counter() - timer
+        log(f"{label} (seed {spec.seed}): {'loaded from cache' if cached else 'fine-tuned'} in {train_seconds:.0f} s")
+        timer = time.perf_counter()
+        metrics, samples, outputs = evaluator.evaluate(model)
+        eval_seconds = time.perf_counter() - timer
+        log(f"  evaluated in {eval_seconds:.0f} s: retain {metrics['retain_mean']:.2f}, "
+            f"style {metrics['style_rate']:.2f}, FD full {metrics['fd_full']:.3g}")
+        runs.append({"label": label, "seed": spec.seed, "spec": dataclasses.asdict(spec), "cache_key": spec.key(),
+                     "loaded_from_cache": cached, "finetune_seconds": round(train_seconds, 1),
+                     "evaluate_seconds": round(eval_seconds, 1), "metrics": metrics})
+        if spec.seed == config.seeds[0]:
+            grid_columns[label] = samples[:config.grid_rows]
+            sdedit_columns[label] = outputs[:config.grid_rows]
+
+    summary = {SOURCE_LABEL: summarize([source_metrics]),
+               **{label: summarize([r["metrics"] for r in runs if r["label"] == label])
+                  for label in dict.fromkeys(r["label"] for r in runs)}}
+    files = {"results": out_dir / "results.json", "records": out_dir / "records.json", "grid": out_dir / "grid.png",
+             "sdedit_grid": out_dir / "sdedit_grid.png", "frontier": out_dir / "frontier.png"}
+    save_column_grid(grid_columns, files["grid"], "rows: the same noise; columns: models (DDIM, η = 0)")
+    save_column_grid(sdedit_columns, files["sdedit_grid"], f"SDEdit t0 = {config.sdedit_t0}: input photo → model")
+    save_frontier(summary, config, files["frontier"])
+    wall["total"] = time.perf_counter() - started
+    result = {
+        "benchmark": "SynthFaces", "config": config.to_dict(), "hardware": hardware(), "device": str(device),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "absent_attributes": {a.key: f"{a.attribute} level >= {a.min_level}" for a in ABSENT},
+        "definitions": DEFINITIONS, "data": {"folders": data.folders, "checks": data.checks},
+        "source": source_metrics, "runs": runs, "summary": summary,
+        "wall_seconds": {k: round(v, 1) for k, v in wall.items()}, "files": {k: str(v) for k, v in files.items()},
+    }
+    result["records"] = reproduction_records(summary, config, result["hardware"])
+    files["records"].write_text(json.dumps(result["records"], indent=2, ensure_ascii=False))
+    files["results"].write_text(json.dumps(without_nan(result), indent=2, ensure_ascii=False))
+    return result
+
+
+def without_nan(value):
+    """A copy of a JSON-like value with NaN as None (null), since NaN is not valid JSON."""
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+DEFINITIONS = {
+    "retain_X": "among the shared noises whose source sample shows X, the fraction whose sample shows X too",
+    "presence_X": "fraction of all samples showing X",
+    "style_rate": "fraction of samples the classifier reads as portraits",
+    "fd_full / fd_limited": "Fréchet distance of realism-net features to held-out full / limited target renders",
+    "sdedit_keep_A": "fraction of translated photos whose classifier label of attribute A equals the input's",
+    "sdedit_retain_X": "among input photos showing X, the fraction whose translation shows X",
+}
+
+
+def summarize(metric_dicts: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{metric: {"mean", "sd", "n"}} over seeds (sd: sample standard deviation, NaN for one seed)."""
+    out = {}
+    for name in metric_dicts[0]:
+        values = np.array([m[name] for m in metric_dicts], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        out[name] = {"mean": float(values.mean()) if len(values) else math.nan,
+                     "sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan, "n": int(len(values))}
+    return out
+
+
+def reproduction_records(summary: dict, config: BenchmarkConfig, hardware_name: str) -> list[dict]:
+    """The records ``book/tools/reproduction_table.py`` reads (copy records.json into results/)."""
+    shown = ("retain_dark_skin", "retain_eyewear", "retain_expression", "style_rate", "fd_full", "fd_limited",
+             "sdedit_keep_mean")
+    model_names = {"scratch": "Scratch", "naive": "Naive Fine-Tune"}
+    return [{"paper_item": "SynthFaces", "dataset": "SynthFaces", "task": None,
+             "model": model_names.get(label, label), "mode": config.name, "hardware": hardware_name,
+             "chapter": "sdft-lite demo / synthfaces benchmark",
+             "metrics": {m: round(stats[m]["mean"], 4) for m in shown if m in stats and stats[m]["n"]},
+             "notes": f"{len(config.seeds)} seed(s), {config.num_noises} shared noises, {config.sample_steps}, "
+                      f"{config.finetune.steps} steps × batch {config.finetune.batch}"}
+            for label, stats in summary.items() if label != SOURCE_LABEL]
+
+
+# ---- table and figures ----------------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (("retain_dark_skin", "keep dark skin"), ("retain_eyewear", "keep eyewear"),
+                 ("retain_expression", "keep smile"), ("style_rate", "portrait style"), ("fd_full", "FD full"),
+                 ("fd_limited", "FD limited"), ("sdedit_keep_mean", "SDEdit keeps"),
+                 ("sdedit_style_rate", "SDEdit style"))
+
+
+def format_cell(stats: dict | None) -> str:
+    if not stats or not stats["n"]:
+        return "—"
+    mean, sd = stats["mean"], stats["sd"]
+    text = f"{mean:.3g}" if abs(mean) >= 10 else f"{mean:.2f}"
+    return text if math.isnan(sd) else f"{text} ± {sd:.2g}"
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table: one row per model, mean ± sd over seeds."""
+    header = ["model"] + [title for _, title in TABLE_COLUMNS]
+    rows = [[label] + [format_cell(stats.get(key)) for key, _ in TABLE_COLUMNS] for label, stats in summary.items()]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+CLEAR_MARGIN = 0.10   # mean retention gap (SDFT − naive) called "clear"
+
+
+def verdict(summary: dict) -> list[str]:
+    """One line per SDFT model of the λ sweep: how much more of the absent attributes it kept than naive."""
+    if "naive" not in summary:
+        return []
+    naive, lines = summary["naive"], []
+    for label, stats in summary.items():
+        if not label.startswith("SDFT") or "," in label:
+            continue
+        gap = stats["retain_mean"]["mean"] - naive["retain_mean"]["mean"]
+        parts = ", ".join(f"{a.key.replace('_', ' ')} {stats[f'retain_{a.key}']['mean']:.2f} vs "
+                          f"{naive[f'retain_{a.key}']['mean']:.2f}" for a in ABSENT)
+        seeds = stats["retain_mean"]["n"]
+        judged = (f"clearly more (gap {gap:+.2f} ≥ {CLEAR_MARGIN})" if gap >= CLEAR_MARGIN else
+                  f"NOT clearly more (gap {gap:+.2f} < {CLEAR_MARGIN}): raise λ or fine-tune longer")
+        lines.append(f"{label} kept {judged} of the attributes the target lacks than naive fine-tuning "
+                     f"({parts}; {seeds} seed{'s' if seeds > 1 else ', no spread'}), at a portrait-style rate "
+                     f"of {stats['style_rate']['mean']:.2f} vs {naive['style_rate']['mean']:.2f}.")
+    return lines
+
+
+def report(result: dict) -> str:
+    """What the demo and the CLI print: the table, the verdict, where the files are, the wall time."""
+    files, wall = result["files"], result["wall_seconds"]["total"]
+    lines = [format_table(result["summary"]), "", *verdict(result["summary"]), "",
+             f"grid (rows = same noise):  {files['grid']}", f"SDEdit grid:               {files['sdedit_grid']}",
+             f"frontier plot:             {files['frontier']}", f"every number:              {files['results']}",
+             f"records for the book:      {files['records']}",
+             f"wall time {wall:.0f} s ({wall / 60:.1f} min) on {result['hardware']}"]
+    return "\n".join(lines)
+
+
+def save_column_grid(columns: dict[str, torch.Tensor], path: Path, title: str) -> Path:
+    """One labelled column per model; row r of every column comes from the same noise (or the same input)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(columns)
+    rows = min(len(images) for images in columns.values())
+    interleaved = torch.stack([columns[name][:rows] for name in names], dim=1).flatten(0, 1)
+    grid = make_grid(interleaved, columns=len(names))
+    figure, axes = plt.subplots(figsize=(1.15 * len(names) + 0.4, 1.15 * rows + 0.8))
+    axes.imshow(grid, interpolation="nearest")
+    cell = grid.shape[1] / len(names)
+    axes.set_xticks([cell * (i + 0.5) for i in range(len(names))],
+                    [name.replace(", ", ",\n") for name in names], fontsize=8)
+    axes.xaxis.tick_top()
+    axes.set_yticks([])
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def save_frontier(summary: dict, config: BenchmarkConfig, path: Path) -> Path:
+    """Mean retention vs realism (FD to the full target) and vs the portrait-style rate; the λ sweep as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    sweep = [sdft_label(lam) for lam in sorted(config.lams) if sdft_label(lam) in summary]
+    for ax, (key, xlabel) in zip(axes, (("fd_full", "realism: FD to held-out full portraits (log, lower = better)"),
+                                        ("style_rate", "portrait-style rate"))):
+        def point(label):
+            s = summary[label]
+            return s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"], s["retain_mean"]["sd"]
+        if sweep:
+            xs, ys, _, _ = zip(*[point(label) for label in sweep])
+            ax.plot(xs, ys, "-", color="tab:green", alpha=0.6, zorder=1)
+        for label in summary:
+            x, y, dx, dy = point(label)
+            colour = ("tab:green" if label.startswith("SDFT") else "tab:red" if label == "naive"
+                      else "tab:gray" if label == SOURCE_LABEL else "tab:purple")
+            ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy,
+                        fmt="o", color=colour, capsize=3, zorder=2)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("retention of absent attributes (mean of 3)")
+        ax.set_ylim(-0.05, 1.08)
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log")
+    seeds = f"{len(config.seeds)} seed{'s' if len(config.seeds) > 1 else ''}"
+    figure.suptitle(f"SynthFaces: keeping what the target lacks vs adopting the target ({seeds}, "
+                    f"{config.num_noises} shared noises, {config.sample_steps})", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,110 @@
+"""The SynthFaces model zoo: fine-tuned models are trained once, cached under SDFT_LITE_HOME, loaded afterwards,
+and retrained under FORCE_TRAIN=1; the cache key tells every setting apart."""
+import dataclasses
+
+import pytest
+import torch
+
+from sdft_lite.synthfaces import zoo
+from sdft_lite.synthfaces.zoo import FinetuneSpec
+
+TINY = FinetuneSpec(mode="naive", lam=0.0, steps=2, batch=4, num_target=16, lr=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tiny batches gain nothing from two, and a busy CPU makes two thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def counted_trainer(monkeypatch, tmp_path):
+    """An empty cache in tmp_path and a Trainer that counts its runs."""
+    monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
+    monkeypatch.delenv("FORCE_TRAIN", raising=False)
+    runs = []
+
+    class CountingTrainer(zoo.Trainer):
+        def run(self, *args, **kwargs):
+            runs.append(self.config.mode)
+            return super().run(*args, **kwargs)
+
+    monkeypatch.setattr(zoo, "Trainer", CountingTrainer)
+    return runs
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_second_call_loads_and_force_train_retrains(counted_trainer, monkeypatch, tmp_path):
+    assert not zoo.is_cached(TINY)
+    first = weights(zoo.finetuned(TINY, device="cpu"))
+    assert counted_trainer == ["naive"]
+    assert zoo.cached_path(TINY).is_file() and zoo.cached_path(TINY).is_relative_to(tmp_path)
+    assert zoo.is_cached(TINY)
+
+    second = weights(zoo.finetuned(TINY, device="cpu"))
+    assert counted_trainer == ["naive"], "a cached model must be loaded, not retrained"
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+    monkeypatch.setenv("FORCE_TRAIN", "1")
+    assert not zoo.is_cached(TINY)
+    third = weights(zoo.finetuned(TINY, device="cpu"))
+    assert counted_trainer == ["naive", "naive"], "FORCE_TRAIN=1 must retrain"
+    # the run is deterministic per seed: retraining reproduces the cached weights (fp32 on one CPU)
+    assert all(torch.allclose(first[k], third[k], atol=1e-6) for k in first)
+
+
+def test_naive_starts_from_the_source_and_scratch_does_not(counted_trainer):
+    source = weights(zoo.source_model())
+    naive = weights(zoo.finetuned(TINY, device="cpu"))
+    scratch = weights(zoo.finetuned(dataclasses.replace(TINY, mode="scratch"), device="cpu"))
+    assert counted_trainer == ["naive", "scratch"]
+    distance = {name: sum(float((m[k] - source[k]).norm()) for k in source if source[k].is_floating_point())
+                for name, m in (("naive", naive), ("scratch", scratch))}
+    total = sum(float(v.norm()) for v in source.values() if v.is_floating_point())
+    assert 0 < distance["naive"] < 0.05 * total      # two small steps away from the source
+    assert distance["scratch"] > 0.5 * total         # a fresh random init
+    log = zoo.training_log(TINY)
+    assert log and {"loss"} <= set(log[-1])
+
+
+def test_cache_key_tells_settings_apart():
+    base = FinetuneSpec.quick()
+    assert base.key() == FinetuneSpec.quick().key()
+    changed = [dataclasses.replace(base, **change) for change in
+               ({"mode": "naive"}, {"lam": 3.0}, {"seed": 1}, {"steps": 151}, {"weighting": "constant"},
+                {"aux": False}, {"batch": 16}, {"lr": 1e-4}, {"num_target": 1000})]
+    keys = {spec.key() for spec in changed} | {base.key()}
+    assert len(keys) == len(changed) + 1
+    assert base.key().startswith("sdft-lam1-")
+
+
+def test_presets(monkeypatch):
+    quick, full = FinetuneSpec.quick(), FinetuneSpec.full()
+    assert (full.steps, full.batch, full.lr) == (800, 128, 1e-4)
+    assert quick.steps < full.steps and quick.batch < full.batch
+    assert FinetuneSpec.quick(lam=3.0).lam == 3.0
+    monkeypatch.setenv("SDFT_QUICK", "1")
+    assert FinetuneSpec.default() == quick
+    monkeypatch.setenv("SDFT_QUICK", "0")
+    assert FinetuneSpec.default() == full
+
+
+def test_a_stopped_run_is_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
+    monkeypatch.delenv("FORCE_TRAIN", raising=False)
+
+    class InterruptedTrainer(zoo.Trainer):
+        def run(self, *args, **kwargs):
+            self.stop_requested = True        # as the SIGTERM handler does: stop before the first step
+            return super().run(*args, **kwargs)
+
+    monkeypatch.setattr(zoo, "Trainer", InterruptedTrainer)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 0"):
+        zoo.finetuned(TINY, device="cpu")
+    assert not zoo.cached_path(TINY).exists()
