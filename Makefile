@@ -44,9 +44,10 @@ chromium:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
 
 book: venv $(NODE_STAMP)
-	$(PY) book/tools/sync_toc.py
+	$(PY) book/tools/sync_toc.py --check
 	$(PY) book/tools/chapter_times.py
 	$(PY) book/tools/reproduction_table.py
+	$(PY) book/tools/synthfaces_tables.py
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) book/tools/vendor_js.py
 

@@ -3,9 +3,9 @@
 The shipped photo-domain model is fine-tuned on the limited portrait target (no dark skin, no eyewear, no smiles)
 naively and with SDFT, with equal budgets; both are sampled from the same noises as the source model and the
 attribute classifier counts what each kept. On a CPU (or with SDFT_QUICK=1) this is the quick benchmark,
-``BenchmarkConfig.quick()``: naive vs SDFT λ = 3, one seed, a few hundred samples, under 10 minutes on two cores
-with an empty cache. On a GPU (or with ``--full``) it is the full one: scratch, naive, a λ sweep, the weighting
-and aux ablations, three seeds.
+``BenchmarkConfig.quick()``: naive vs SDFT λ = 3, 120 steps each, one seed, 128 shared noises and 48 SDEdit
+translations per model, under 10 minutes on two idle cores with an empty cache. On a GPU (or with ``--full``)
+it is the full one: scratch, naive, a λ sweep, the weighting and aux ablations, three seeds.
 
     sdft-lite demo                      # quick on a CPU, full on a GPU
     sdft-lite demo --out runs/demo --full
@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     demo.add_argument("--full", action="store_true",
                       help="the full benchmark (λ sweep, ablations, 3 seeds): GPU-sized, hours on a CPU")
     demo.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    demo.add_argument("--workers", type=int, default=None,
+                      help="models fine-tuned at once, each in its own process (default: 8 on a GPU, 1 on a CPU)")
     demo.set_defaults(func=run_demo)
 
 
@@ -47,7 +49,8 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{config.num_noises} shared noises ({config.sample_steps}), {config.num_sdedit} SDEdit translations")
     if full and device.type != "cuda":
         print("warning: the full benchmark on a CPU takes hours; drop --full for the quick one")
-    result = run_benchmark(config, args.out, device=str(device))
+    workers = args.workers or (8 if device.type == "cuda" else 1)
+    result = run_benchmark(config, args.out, device=str(device), workers=workers)
     print()
     print(report(result))
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

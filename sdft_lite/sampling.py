@@ -21,6 +21,14 @@ from .schedule import Schedule, extract
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
+
+def gaussian(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """N(0, I) noise on ``device``, drawn where ``generator`` lives: a CPU generator gives the same numbers
+    whether the model runs on a CPU or a GPU."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
 def _positions(schedule: Schedule, x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
 
@@ -39,7 +47,7 @@ def ddim_step(schedule: Schedule, model_out: torch.Tensor, x: torch.Tensor, t: t
     sigma = eta * ((1 - abar_prev) / (1 - abar)).sqrt() * (1 - abar / abar_prev).sqrt()
     x_prev = abar_prev.sqrt() * out.pred_x0 + (1 - abar_prev - sigma ** 2).sqrt() * eps
     if eta > 0:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = gaussian(x.shape, generator, x.device, x.dtype)
         x_prev = x_prev + (t != 0).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1)) * sigma * noise
     return x_prev, out.pred_x0
 
@@ -92,7 +100,7 @@ def ancestral_step(schedule: Schedule, model_out: torch.Tensor, x: torch.Tensor,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step x_{t−1} ~ p(x_{t−1} | x_t) (no noise at t = 0). Returns (x_prev, pred_x0)."""
     out = p_mean_variance(schedule, model_out, x, t, clip_denoised)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = gaussian(x.shape, generator, x.device, x.dtype)
     nonzero = (t != 0).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
     return out.mean + nonzero * (0.5 * out.log_variance).exp() * noise, out.pred_x0
 
@@ -127,7 +135,7 @@ def partial_reverse(model, shape: tuple[int, ...], schedule: Schedule, start_tim
     plausible sample: the reverse process is robust to the input's lost structure, which is what makes
     SDFT's auxiliary input (pure noise at every t) meaningful.
     """
-    x = torch.randn(shape, generator=generator, device=device)
+    x = gaussian(shape, generator, torch.device(device))
     start = nearest_position(schedule, start_timestep)
     if sampler == "ddim":
         return ddim_sample(model, x, schedule, start=start, generator=generator, **kwargs)

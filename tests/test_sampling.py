@@ -134,3 +134,12 @@ def test_partial_reverse_starts_from_noise_at_the_chosen_step(toy_model):
     out = partial_reverse(toy_model, (2, 3, 8, 8), s, start_timestep=500, generator=g,
                           callback=lambda k, x, x0: seen.append(int(s.timesteps[k])))
     assert seen[0] == 500 and seen[-1] == 0 and out.shape == (2, 3, 8, 8)
+
+
+def test_gaussian_draws_where_the_generator_lives():
+    from sdft_lite.sampling import gaussian
+    shape = (2, 3, 4, 4)
+    expected = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    drawn = gaussian(shape, torch.Generator().manual_seed(5), torch.device("cpu"))
+    assert torch.equal(drawn, expected)                    # a CPU generator: the same numbers on any device
+    assert gaussian(shape, None, torch.device("cpu"), torch.float64).dtype == torch.float64

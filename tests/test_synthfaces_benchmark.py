@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from sdft_lite.synthfaces.attributes import FaceLabels
-from sdft_lite.synthfaces.benchmark import (ABSENT, BenchmarkConfig, format_table, retention, run_benchmark,
-                                            sample_metrics, style_rate, summarize)
+from sdft_lite.synthfaces.benchmark import (ABSENT, BenchmarkConfig, format_table, retention, retention_gap,
+                                            run_benchmark, sample_metrics, style_rate, summarize, verdict)
 from sdft_lite.synthfaces.domains import DomainSpec, read_labels, write_domain
 from sdft_lite.synthfaces.zoo import FinetuneSpec
 
@@ -123,3 +123,33 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert "naive" in format_table(result["summary"])
     with Image.open(out / "grid.png") as grid:
         assert grid.width > grid.height * 0.5                          # 3 labelled columns
+
+
+def stats(mean: float, sd: float = math.nan, n: int = 1) -> dict:
+    return {"mean": mean, "sd": sd, "n": n}
+
+
+def summary_row(retain: tuple[float, float, float], seeds: int = 1, sd: float = math.nan) -> dict:
+    row = {f"retain_{a.key}": stats(r, sd, seeds) for a, r in zip(ABSENT, retain)}
+    row["retain_mean"] = stats(sum(retain) / 3, sd, seeds)
+    row["style_rate"] = stats(1.0, sd, seeds)
+    return row
+
+
+def test_one_seed_gap_has_the_binomial_standard_error():
+    source = {f"presence_{a.key}": stats(0.5) for a in ABSENT}      # 50 of 100 noises show each attribute
+    sdft, naive = summary_row((0.4, 0.2, 0.3)), summary_row((0.1, 0.0, 0.0))
+    gap, se, what = retention_gap(sdft, naive, source, num_noises=100)
+    by_hand = math.sqrt(sum(p * (1 - p) / 50 for p in (0.4, 0.2, 0.3, 0.1, 0.0, 0.0))) / 3
+    assert gap == pytest.approx(0.9 / 3 - 0.1 / 3) and se == pytest.approx(by_hand, rel=1e-12)
+    assert "binomial" in what
+    line = verdict({"source": source, "naive": naive, "SDFT λ=3": sdft}, num_noises=100)[0]
+    assert "clearly more" in line and "NOT" not in line and f"± {by_hand:.2f}" in line
+
+
+def test_seed_gap_uses_the_spread_over_seeds():
+    sdft, naive = summary_row((0.3, 0.3, 0.3), seeds=3, sd=0.3), summary_row((0.1, 0.1, 0.1), seeds=3, sd=0.3)
+    gap, se, what = retention_gap(sdft, naive, None, num_noises=100)
+    assert gap == pytest.approx(0.2) and se == pytest.approx(math.sqrt(2 * 0.09 / 3)) and "3 seeds" in what
+    line = verdict({"naive": naive, "SDFT λ=1": sdft}, num_noises=100)[0]
+    assert "NOT clearly more" in line                                 # 0.2 < 2 × 0.245: not clear

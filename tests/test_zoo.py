@@ -108,3 +108,19 @@ def test_a_stopped_run_is_not_cached(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt, match="stopped at step 0"):
         zoo.finetuned(TINY, device="cpu")
     assert not zoo.cached_path(TINY).exists()
+
+
+def test_parallel_fine_tuning_equals_one_run_at_a_time(monkeypatch, tmp_path):
+    """finetune_many with two worker processes caches exactly the models finetuned() trains alone."""
+    monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
+    monkeypatch.delenv("FORCE_TRAIN", raising=False)
+    specs = [TINY, dataclasses.replace(TINY, mode="sdft", lam=1.0, seed=1)]
+    assert sorted(zoo.finetune_many(specs + specs[:1], workers=2, device="cpu")) == sorted(s.key() for s in specs)
+    assert all(zoo.is_cached(spec) for spec in specs)
+    assert zoo.finetune_many(specs, workers=2) == []                     # all cached: nothing to do
+    parallel = [weights(zoo.finetuned(spec)) for spec in specs]
+    monkeypatch.setenv("FORCE_TRAIN", "1")
+    for spec, expected in zip(specs, parallel):
+        alone = weights(zoo.finetuned(spec, device="cpu"))
+        for name, tensor in alone.items():
+            torch.testing.assert_close(expected[name], tensor, rtol=0, atol=0)

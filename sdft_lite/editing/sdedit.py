@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..diffusion import q_sample, split_eps
-from ..sampling import Callback, ancestral_sample, ddim_sample, nearest_position
+from ..sampling import Callback, ancestral_sample, ddim_sample, gaussian, nearest_position
 from ..schedule import Schedule
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,7 +36,7 @@ def draw_noise(x0: torch.Tensor, noise: torch.Tensor | None = None,
         if noise.shape != x0.shape:
             raise ValueError(f"noise {tuple(noise.shape)} must have the shape of x0 {tuple(x0.shape)}")
         return noise.to(x0)
-    return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return gaussian(x0.shape, generator, x0.device, x0.dtype)
 
 
 def perturb(schedule: Schedule, x0: torch.Tensor, position: int, noise: torch.Tensor) -> torch.Tensor:

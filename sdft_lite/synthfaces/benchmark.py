@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from .attributes import FACE_ATTRIBUTES, FaceLabels
 from .classifier import AttributeClassifier, load_classifier
 from .domains import DomainSpec, read_labels, write_domain
 from .realism import frechet_distance, load_feature_extractor
-from .zoo import FinetuneSpec, finetuned, is_cached, limited_target, source_model
+from .zoo import FinetuneSpec, finetune_many, finetuned, is_cached, limited_target, source_model
 
 CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
 SOURCE_LABEL = "source"
@@ -108,13 +109,13 @@ class BenchmarkConfig:
 
     @classmethod
     def quick(cls, **changes) -> "BenchmarkConfig":
-        """The CPU demo (≤ 10 min on 2 cores with an empty cache): naive vs SDFT λ = 3 (``FinetuneSpec.quick``:
-        150 steps × 32), one seed, 200 noises sampled with DDIM-10, 64 SDEdit translations with DDIM-20 (10
-        reverse steps from t = 450). At 150 steps λ = 3 keeps clearly more than naive at full portrait style;
-        the paper's λ = 0.1 barely differs from naive on this data (docs/synthfaces-study.md)."""
-        base = dict(name="quick", finetune=FinetuneSpec.quick(), scratch=False, lams=(3.0,), seeds=(0,),
-                    num_noises=200, sample_steps="ddim10", num_sdedit=64, sdedit_steps="ddim20",
-                    num_reference=1000, batch_size=100)
+        """The CPU demo (≤ 10 min on 2 idle cores with an empty cache): naive vs SDFT λ = 3, 120 fine-tuning steps
+        × batch 32 each, one seed, 128 shared noises sampled with DDIM-20, 48 SDEdit translations with DDIM-20
+        (10 reverse steps from t = 450). λ = 3 because the paper's λ = 0.1 barely differs from naive on this data
+        (docs/synthfaces-study.md); DDIM-20 because DDIM-10 leaves visible noise in this model's samples."""
+        base = dict(name="quick", finetune=FinetuneSpec.quick(steps=120), scratch=False, lams=(3.0,), seeds=(0,),
+                    num_noises=128, sample_steps="ddim20", num_sdedit=48, sdedit_steps="ddim20",
+                    num_reference=1000, batch_size=128)
         return cls(**{**base, **changes})
 
     @classmethod
@@ -273,12 +274,17 @@ class Evaluator:
 # ---- the benchmark --------------------------------------------------------------------------------------------
 
 def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | None = None,
-                  log: Callable[[str], None] | None = print) -> dict:
+                  log: Callable[[str], None] | None = print, workers: int = 1) -> dict:
     """Fine-tune (or load from the zoo's cache) every model of ``config``, evaluate them all from the same noises,
-    and write results.json, records.json, grid.png, sdedit_grid.png and frontier.png to ``out_dir``."""
+    and write results.json, records.json, grid.png, sdedit_grid.png and frontier.png to ``out_dir``.
+    ``workers`` > 1 fine-tunes that many models at once in separate processes first (worth it on a GPU, which one
+    small run leaves mostly idle; on an H100, 8–12 runs at once with CUDA MPS finished the full set in minutes)."""
     log = log or (lambda message: None)
-    started, out_dir, device = time.perf_counter(), Path(out_dir), pick_device(device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    out_dir, device = Path(out_dir), pick_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        finetune_many([spec for _, spec in config.runs()], workers=workers, device=str(device), log=log)
     source = source_model()
     size = source.config.image_size
     timer = time.perf_counter()
@@ -320,18 +326,30 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
     save_column_grid(sdedit_columns, files["sdedit_grid"], f"SDEdit t0 = {config.sdedit_t0}: input photo → model")
     save_frontier(summary, config, files["frontier"])
     wall["total"] = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started      # all threads of this process
     result = {
-        "benchmark": "SynthFaces", "config": config.to_dict(), "hardware": hardware(), "device": str(device),
+        "benchmark": "SynthFaces", "config": config.to_dict(), "hardware": hardware(), "cpu_model": cpu_model(),
+        "device": str(device),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "absent_attributes": {a.key: f"{a.attribute} level >= {a.min_level}" for a in ABSENT},
         "definitions": DEFINITIONS, "data": {"folders": data.folders, "checks": data.checks},
         "source": source_metrics, "runs": runs, "summary": summary,
-        "wall_seconds": {k: round(v, 1) for k, v in wall.items()}, "files": {k: str(v) for k, v in files.items()},
+        "wall_seconds": {k: round(v, 1) for k, v in wall.items()}, "cpu_seconds": round(cpu_seconds, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()], "files": {k: str(v) for k, v in files.items()},
     }
     result["records"] = reproduction_records(summary, config, result["hardware"])
     files["records"].write_text(json.dumps(result["records"], indent=2, ensure_ascii=False))
     files["results"].write_text(json.dumps(without_nan(result), indent=2, ensure_ascii=False))
     return result
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ''."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 def without_nan(value):
@@ -406,34 +424,66 @@ def format_table(summary: dict) -> str:
 CLEAR_MARGIN = 0.10   # mean retention gap (SDFT − naive) called "clear"
 
 
-def verdict(summary: dict) -> list[str]:
-    """One line per SDFT model of the λ sweep: how much more of the absent attributes it kept than naive."""
+def retention_standard_error(stats: dict, source: dict, num_noises: int) -> float:
+    """Binomial standard error of a model's mean retention over the three absent attributes, from one seed: each
+    retention is a fraction of the n_X shared noises whose source sample shows X."""
+    variances = []
+    for a in ABSENT:
+        p, n = stats[f"retain_{a.key}"]["mean"], source[f"presence_{a.key}"]["mean"] * num_noises
+        variances.append(p * (1 - p) / n if n >= 1 and not math.isnan(p) else 0.0)
+    return math.sqrt(sum(variances)) / len(ABSENT)
+
+
+def retention_gap(stats: dict, naive: dict, source: dict | None, num_noises: int) -> tuple[float, float, str]:
+    """(SDFT − naive mean retention, its standard error, what the error is): over seeds when there are several,
+    else the binomial error over the shared noises."""
+    gap = stats["retain_mean"]["mean"] - naive["retain_mean"]["mean"]
+    seeds = stats["retain_mean"]["n"]
+    if seeds > 1 and naive["retain_mean"]["n"] > 1:
+        se = math.sqrt(stats["retain_mean"]["sd"] ** 2 / seeds + naive["retain_mean"]["sd"] ** 2 / naive["retain_mean"]["n"])
+        return gap, se, f"standard error over {seeds} seeds"
+    if source is None:
+        return gap, math.nan, "one seed, no spread"
+    se = math.hypot(retention_standard_error(stats, source, num_noises),
+                    retention_standard_error(naive, source, num_noises))
+    return gap, se, f"one seed; binomial standard error over {num_noises} shared noises"
+
+
+def verdict(summary: dict, num_noises: int = 0) -> list[str]:
+    """One line per SDFT model of the λ sweep: how much more of the absent attributes it kept than naive, with the
+    spread (over seeds, or binomial over the shared noises for one seed)."""
     if "naive" not in summary:
         return []
-    naive, lines = summary["naive"], []
+    naive, source, lines = summary["naive"], summary.get(SOURCE_LABEL), []
     for label, stats in summary.items():
         if not label.startswith("SDFT") or "," in label:
             continue
-        gap = stats["retain_mean"]["mean"] - naive["retain_mean"]["mean"]
+        gap, se, spread = retention_gap(stats, naive, source if num_noises else None, num_noises)
         parts = ", ".join(f"{a.key.replace('_', ' ')} {stats[f'retain_{a.key}']['mean']:.2f} vs "
                           f"{naive[f'retain_{a.key}']['mean']:.2f}" for a in ABSENT)
-        seeds = stats["retain_mean"]["n"]
-        judged = (f"clearly more (gap {gap:+.2f} ≥ {CLEAR_MARGIN})" if gap >= CLEAR_MARGIN else
-                  f"NOT clearly more (gap {gap:+.2f} < {CLEAR_MARGIN}): raise λ or fine-tune longer")
+        clear = gap >= CLEAR_MARGIN and (math.isnan(se) or gap > 2 * se)
+        gap_text = f"gap {gap:+.2f}" + ("" if math.isnan(se) else f" ± {se:.2f}")
+        judged = (f"clearly more ({gap_text}; ≥ {CLEAR_MARGIN} and > 2 standard errors)" if clear else
+                  f"NOT clearly more ({gap_text}): raise λ or fine-tune longer")
         lines.append(f"{label} kept {judged} of the attributes the target lacks than naive fine-tuning "
-                     f"({parts}; {seeds} seed{'s' if seeds > 1 else ', no spread'}), at a portrait-style rate "
-                     f"of {stats['style_rate']['mean']:.2f} vs {naive['style_rate']['mean']:.2f}.")
+                     f"({parts}; {spread}), at a portrait-style rate of {stats['style_rate']['mean']:.2f} vs "
+                     f"{naive['style_rate']['mean']:.2f}.")
     return lines
 
 
 def report(result: dict) -> str:
     """What the demo and the CLI print: the table, the verdict, where the files are, the wall time."""
     files, wall = result["files"], result["wall_seconds"]["total"]
-    lines = [format_table(result["summary"]), "", *verdict(result["summary"]), "",
+    lines = [format_table(result["summary"]), "", *verdict(result["summary"], result["config"]["num_noises"]), "",
              f"grid (rows = same noise):  {files['grid']}", f"SDEdit grid:               {files['sdedit_grid']}",
              f"frontier plot:             {files['frontier']}", f"every number:              {files['results']}",
              f"records for the book:      {files['records']}",
-             f"wall time {wall:.0f} s ({wall / 60:.1f} min) on {result['hardware']}"]
+             f"wall time {wall:.0f} s ({wall / 60:.1f} min), CPU time {result['cpu_seconds']:.0f} s, on "
+             f"{result['hardware']} {result['cpu_model']}, {result['torch_threads']} torch thread(s)"]
+    load = result["load_average"][0]
+    if load > 1.5 * (os.cpu_count() or 1):
+        lines.append(f"note: the machine was busy (1-min load average {load:.1f} on {os.cpu_count()} cores), "
+                     f"so this wall time is longer than on an idle machine")
     return "\n".join(lines)
 
 

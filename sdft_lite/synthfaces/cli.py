@@ -82,6 +82,8 @@ def add_parser(subparsers) -> None:
                        help="also SDFT without the auxiliary term, at --ablation-lam")
     bench.add_argument("--ablation-lam", type=float, default=None)
     bench.add_argument("--device", default=None)
+    bench.add_argument("--workers", type=int, default=None,
+                       help="models fine-tuned at once, each in its own process (default: 8 on a GPU, 1 on a CPU)")
     bench.set_defaults(func=run_benchmark_command)
 
 
@@ -159,6 +161,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         changes["finetune"] = dataclasses.replace(config.finetune, steps=args.steps)
     if changes:
         config = dataclasses.replace(config, name=f"{preset}+changes", **changes)
-    result = run_benchmark(config, args.out, device=str(device))
+    workers = args.workers or (8 if device.type == "cuda" else 1)
+    result = run_benchmark(config, args.out, device=str(device), workers=workers)
     print(report(result))
     return 0

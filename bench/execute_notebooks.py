@@ -1,0 +1,56 @@
+"""Execute chapter notebooks in place (full mode on a GPU, or quick mode with SDFT_QUICK=1), keeping their outputs.
+
+    python bench/execute_notebooks.py notebooks/0*.ipynb --out $OUT/notebooks
+
+Each notebook runs in a fresh kernel with the notebooks folder as working directory; the executed copy is written
+to --out under the same name (the original is left alone), and a failing cell stops that notebook only. A summary
+(notebook, status, seconds, hardware) goes to --out/executed.json. Needs nbclient and ipykernel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+
+def execute(path: Path, out_dir: Path, timeout: int) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    started, status = time.perf_counter(), "ok"
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        status = f"failed: {str(error).strip().splitlines()[-1][:300]}"
+    except Exception as error:   # a kernel that died or timed out: keep the outputs so far
+        status = f"failed: {type(error).__name__}: {str(error)[:300]}"
+    seconds = time.perf_counter() - started
+    nbformat.write(notebook, out_dir / path.name)
+    print(f"{path.name}: {status} in {seconds:.0f} s", flush=True)
+    return {"notebook": path.name, "status": status, "seconds": round(seconds, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [execute(path, args.out, args.timeout) for path in args.notebooks]
+    try:
+        import torch
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        device = "unknown"
+    (args.out / "executed.json").write_text(json.dumps({"device": device, "runs": results}, indent=2))
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Fine-tune, in parallel, every SynthFaces model the full-mode chapters use (seed 0 of the full benchmark), so that
+the chapters then load them from the zoo's cache. GPU only; not run in CI.
+
+    python bench/prewarm_zoo.py --workers 10
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sdft_lite.synthfaces.benchmark import BenchmarkConfig  # noqa: E402
+from sdft_lite.synthfaces.zoo import finetune_many  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--seeds", default="0")
+    args = parser.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    specs = [spec for _, spec in BenchmarkConfig.full(seeds=seeds).runs()]
+    trained = finetune_many(specs, workers=args.workers)
+    print(f"{len(trained)} models fine-tuned, {len(set(specs))} needed")
+    return 0
+
+
+if __name__ == "__main__":   # the worker processes are spawned: this guard is required
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Merging the GPU reproduction's per-call summaries: pooled mean and sd equal those of all values at once."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from merge_synthfaces_results import pooled, pooled_tree  # noqa: E402
+
+
+def summary(values: np.ndarray) -> dict:
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+@pytest.mark.parametrize("sizes", [(1, 2), (2, 3, 1), (4,)])
+def test_pooled_equals_the_statistics_of_all_values(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    groups = [rng.normal(size=n) for n in sizes]
+    everything = np.concatenate(groups)
+    result = pooled([summary(g) for g in groups])
+    assert result["n"] == len(everything)
+    assert result["mean"] == pytest.approx(everything.mean(), rel=1e-12)
+    assert result["sd"] == pytest.approx(everything.std(ddof=1), rel=1e-12)
+
+
+def test_pooled_tree_walks_nested_summaries():
+    a, b = np.array([0.1]), np.array([0.3, 0.5])
+    tree = pooled_tree([{"naive": {"PSNR": summary(a)}}, {"naive": {"PSNR": summary(b)}}])
+    assert tree["naive"]["PSNR"]["mean"] == pytest.approx(0.3) and tree["naive"]["PSNR"]["n"] == 3
