@@ -181,8 +181,8 @@ def translation_table(config, evaluator, instruments, specs, dse_steps: int, dev
     return payload
 
 
-def pair_distances(config, evaluator, instruments, specs, out_dir: Path, started: float) -> dict:
-    source = evaluator.samples(source_model())
+def pair_distances(evaluator, instruments, source: torch.Tensor, specs, out_dir: Path, started: float) -> dict:
+    """source: the source model's samples from the evaluator's shared noises [N, 3, S, S]."""
     per_run = {}
     for (label, seed), spec in specs.items():
         samples = evaluator.samples(finetuned(spec))
@@ -233,11 +233,12 @@ def main() -> int:
         train("benchmark", [spec for _, spec in config.runs()])
         result = run_benchmark(config, out_dir / "benchmark", device=str(device))
         print(f"benchmark evaluated in {result['wall_seconds']['total']:.0f} s", flush=True)
-    size = source_model().config.image_size
+    source = source_model()
+    size = source.config.image_size
     data = prepare_data(config, Path(tempfile.mkdtemp()), size)
     instruments = Instruments.load(data, device)
     evaluator = Evaluator(config, data, instruments, device, size)
-    evaluator.evaluate(source_model(), translate=False)   # sets the source's shared-noise labels
+    _, source_samples, _ = evaluator.evaluate(source, translate=False)   # sets the source's shared-noise labels
     translate = translation_specs(config)
     if "forgetting" in parts:
         forget = forgetting_specs(config)
@@ -248,7 +249,7 @@ def main() -> int:
         translation_table(config, evaluator, instruments, translate, args.dse_steps, device, out_dir, started)
     if "distance" in parts:
         train("distance", list(translate.values()))
-        pair_distances(config, evaluator, instruments, translate, out_dir, started)
+        pair_distances(evaluator, instruments, source_samples, translate, out_dir, started)
     print(f"all parts done in {time.perf_counter() - started:.0f} s on {hardware()}", flush=True)
     return 0
 

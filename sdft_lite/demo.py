@@ -38,7 +38,7 @@ def wants_full(full_flag: bool, device_type: str) -> bool:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .synthfaces.benchmark import BenchmarkConfig, report, run_benchmark
+    from .synthfaces.benchmark import BenchmarkConfig, default_workers, report, run_benchmark
     started = time.perf_counter()
     device = pick_device(args.device)
     full = wants_full(args.full, device.type)
@@ -49,7 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{config.num_noises} shared noises ({config.sample_steps}), {config.num_sdedit} SDEdit translations")
     if full and device.type != "cuda":
         print("warning: the full benchmark on a CPU takes hours; drop --full for the quick one")
-    workers = args.workers or (8 if device.type == "cuda" else 1)
+    workers = args.workers or default_workers(device)
     result = run_benchmark(config, args.out, device=str(device), workers=workers)
     print()
     print(report(result))

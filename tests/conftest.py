@@ -2,6 +2,7 @@
 import warnings
 
 import pytest
+import torch
 
 from tests.helpers import ToyEpsModel
 
@@ -18,3 +19,13 @@ def gd():
     """guided-diffusion-sdk's diffusion modules (the reference implementation used as oracle)."""
     from guided_diffusion import gaussian_diffusion, respace, script_util
     return gaussian_diffusion, respace, script_util
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny networks: they gain nothing from two, and on a busy 2-core
+    CPU two threads thrash. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,13 +21,7 @@ from sdft_lite.schedule import make_schedule, respace
 from sdft_lite.unet import UNetConfig, UNetModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny networks run faster so, and other test processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
 MICRO = UNetConfig(image_size=16, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions="",

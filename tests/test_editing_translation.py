@@ -23,13 +23,7 @@ from sdft_lite.schedule import make_schedule, respace
 from sdft_lite.unet import UNetConfig
 from tests.helpers import ToyEpsModel
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny networks run faster so, and other test processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
 DDIM40 = respace(make_schedule(), "ddim40")

@@ -17,13 +17,7 @@ from sdft_lite.synthfaces.zoo import FinetuneSpec
 DARK_SKIN, EYEWEAR, EXPRESSION = ABSENT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny batches gain nothing from two, and a busy CPU makes two thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
 def labels(**columns) -> FaceLabels:

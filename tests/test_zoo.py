@@ -11,13 +11,7 @@ from sdft_lite.synthfaces.zoo import FinetuneSpec
 TINY = FinetuneSpec(mode="naive", lam=0.0, steps=2, batch=4, num_target=16, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny batches gain nothing from two, and a busy CPU makes two thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
 @pytest.fixture

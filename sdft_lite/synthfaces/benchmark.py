@@ -273,6 +273,11 @@ class Evaluator:
 
 # ---- the benchmark --------------------------------------------------------------------------------------------
 
+def default_workers(device: torch.device) -> int:
+    """Fine-tuning runs at once by default: 8 on a GPU (one small run leaves it mostly idle), 1 on a CPU."""
+    return 8 if device.type == "cuda" else 1
+
+
 def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | None = None,
                   log: Callable[[str], None] | None = print, workers: int = 1) -> dict:
     """Fine-tune (or load from the zoo's cache) every model of ``config``, evaluate them all from the same noises,

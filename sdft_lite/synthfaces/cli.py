@@ -148,7 +148,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..config import quick_mode
-    from .benchmark import BenchmarkConfig, report, run_benchmark
+    from .benchmark import BenchmarkConfig, default_workers, report, run_benchmark
     device = pick_device(args.device)
     preset = args.preset or ("full" if device.type == "cuda" and not quick_mode() else "quick")
     config = BenchmarkConfig.full() if preset == "full" else BenchmarkConfig.quick()
@@ -161,7 +161,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         changes["finetune"] = dataclasses.replace(config.finetune, steps=args.steps)
     if changes:
         config = dataclasses.replace(config, name=f"{preset}+changes", **changes)
-    workers = args.workers or (8 if device.type == "cuda" else 1)
+    workers = args.workers or default_workers(device)
     result = run_benchmark(config, args.out, device=str(device), workers=workers)
     print(report(result))
     return 0
