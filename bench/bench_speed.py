@@ -121,6 +121,47 @@ def reference_sampler(model, autocast_dtype):
     return run
 
 
+def compile_phases(args, results, record, throughput, model, src, data, fe, gflop):
+    """Eager against torch.compile (default mode) in one process: naive (one batch shape), SDFT with every
+    auxiliary sample (one shape), SDFT with skipping (a few bucketed shapes), and DDIM-40 sampling."""
+    def trainer(**overrides):
+        settings = dict(source_checkpoint=str(src), out_dir="/tmp/bench_run", batch_size=args.batch,
+                        precision="bf16", aux_skip_below=1e-6, progress=False, sample_every=0, save_every=0)
+        return Trainer(TrainConfig.metfaces(**{**settings, **overrides}), device="cuda", data=data)
+
+    wanted = set(args.compile_cases.split(","))
+    model = model.cuda().eval()
+    n = args.sample_batch
+    for compiled in ((False, True) if "sampling" in wanted else ()):
+        torch._dynamo.reset()
+        net = torch.compile(model) if compiled else model
+        t0 = time.perf_counter()
+        generate(net, n, 256, "ddim40", device="cuda", batch_size=n, precision=torch.bfloat16)
+        torch.cuda.synchronize()
+        first_s = time.perf_counter() - t0
+        seconds = timed(lambda: generate(net, n, 256, "ddim40", device="cuda", batch_size=n,
+                                         precision=torch.bfloat16), 0, 1)
+        record(f"sdft_lite_ddim40_bf16{'_compiled' if compiled else ''}", img_per_s=round(n / seconds, 2),
+               seconds=round(seconds, 2), first_call_seconds=round(first_s, 1),
+               tflops=round(n / seconds * 40 * gflop / 1000, 1), batch=n)
+    cases = (("sdft", {}, fe["ours_sdft"]),
+             ("naive", dict(mode="naive"), fe["naive"]),
+             ("sdft_all_aux", dict(aux_skip_below=0.0), 8.0))
+    for name, overrides, fwd_equiv in (case for case in cases if case[0] in wanted):
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+            t0 = time.perf_counter()
+            run = trainer(compile=compiled, **overrides)
+            for _ in range(args.warmup):   # compiles every batch shape the warm-up meets
+                run.train_step()
+            torch.cuda.synchronize()
+            warm_s = time.perf_counter() - t0
+            throughput(f"sdft_lite_{name}_bf16{'_compiled' if compiled else ''}", run.train_step, fwd_equiv,
+                       warmup_seconds=round(warm_s, 1))
+            del run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
@@ -128,6 +169,10 @@ def main():
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd sdft_lite")
+    parser.add_argument("--only-compile", action="store_true",
+                        help="time only eager vs torch.compile'd sdft_lite (training and DDIM-40 sampling)")
+    parser.add_argument("--compile-cases", default="sampling,sdft,naive,sdft_all_aux",
+                        help="with --only-compile: which of sampling, sdft, naive, sdft_all_aux to time")
     parser.add_argument("--skip-reference-sampling", action="store_true")
     parser.add_argument("--curve-steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10, help="warm-up steps (cuDNN autotunes each batch shape)")
@@ -177,6 +222,12 @@ def main():
                forward_equivalents_per_image=round(fwd_equiv, 2), **extra)
         return ips
 
+    if args.only_compile:
+        src = Path("/tmp/bench_source.pt")
+        torch.save(ours.cpu().state_dict(), src)
+        del reference
+        compile_phases(args, results, record, throughput, ours, src, data, fe, gflop)
+        return
     teacher = copy.deepcopy(reference).eval().requires_grad_(False)
     ref_fp32 = throughput("reference_sdft_fp32_tf32",
                           make_reference_step(reference, teacher, schedule, data, args.batch, "sdft", None),

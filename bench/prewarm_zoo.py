@@ -12,16 +12,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.synthfaces.benchmark import BenchmarkConfig  # noqa: E402
-from sdft_lite.synthfaces.zoo import finetune_many  # noqa: E402
+from sdft_lite.synthfaces.zoo import FinetuneSpec, finetune_many  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--modes", default="", help="only these modes, e.g. naive,sdft (SDFT at λ = 1)")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     specs = [spec for _, spec in BenchmarkConfig.full(seeds=seeds).runs()]
+    if args.modes:   # the chapter-6 pair: naive and the default SDFT spec
+        specs = [FinetuneSpec.full(mode=mode, seed=seed) for mode in args.modes.split(",") for seed in seeds]
     trained = finetune_many(specs, workers=args.workers)
     print(f"{len(trained)} models fine-tuned, {len(set(specs))} needed")
     return 0

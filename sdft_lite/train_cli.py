@@ -25,7 +25,9 @@ TRAIN_HELP = {
     "batch_size": "global batch over all GPUs and accumulation steps", "grad_accum": "gradient accumulation steps",
     "precision": "auto (bf16 on recent GPUs, fp16 on T4, fp32 on CPU) | fp32 | bf16 | fp16",
     "ema_rate": "EMA decay; samples and checkpoints keep raw and EMA weights (the authors evaluated raw)",
-    "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact)",
+    "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact; eager only)",
+    "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
+               "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
     "save_every": "checkpoint every N steps (and at the end)", "keep_last": "checkpoints kept",
     "sample_every": "DDIM sample grid from fixed noise every N steps (0 = never)",
 }
@@ -59,6 +61,9 @@ def add_parser(subparsers) -> None:
                         help="raw (as the authors evaluated) or EMA weights of an sdft-lite checkpoint")
     sample.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="network precision (the DDIM update is always fp32)")
+    sample.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (CUDA): ~1 min to compile, then 2.4x faster DDIM-40 at "
+                             "256 px on an H100; pays from about a thousand samples (FID sets)")
     sample.add_argument("--device", default=None)
     sample.set_defaults(func=run_sample)
 
@@ -93,7 +98,10 @@ def run_sample(args: argparse.Namespace) -> int:
     from .config import pick_device
     from .sample import generate, save_grid, save_images
     device = pick_device(args.device)
-    model = load_unet(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device)
+    model = load_unet(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device).eval()
+    compiled = args.compile and device.type == "cuda"   # compiling is for GPUs; a CPU runs eagerly
+    if compiled:
+        model = torch.compile(model)
     precision = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     start = time.perf_counter()
     images = generate(model, args.num, model.config.image_size, args.steps, args.seed, args.batch, device,
@@ -103,7 +111,8 @@ def run_sample(args: argparse.Namespace) -> int:
     save_images(images, out / "images")
     save_grid(images[:64], out / "grid.png")
     info = {"checkpoint": str(args.checkpoint), "weights": args.weights, "steps": args.steps, "eta": args.eta,
-            "seed": args.seed, "num": args.num, "seconds": round(seconds, 2),
+            "seed": args.seed, "num": args.num, "precision": args.precision, "compiled": compiled,
+            "seconds": round(seconds, 2),
             "img_per_s": round(args.num / seconds, 2)}
     (out / "sampling.json").write_text(json.dumps(info, indent=2))
     print(f"wrote {args.num} samples ({args.weights} weights, {args.steps}) to {out / 'images'} — {info['img_per_s']} img/s")

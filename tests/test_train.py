@@ -227,9 +227,11 @@ def test_cli_help_documents_every_flag():
 def test_cli_sample_writes_pngs_and_a_grid(data_dir, source_ckpt, tmp_path):
     out = tmp_path / "samples"
     subprocess.run(CLI + ["sample", str(source_ckpt), "--out", str(out), "--num", "3", "--batch", "2",
-                          "--steps", "ddim5"], env=ENV, check=True, capture_output=True)
+                          "--steps", "ddim5", "--compile"], env=ENV, check=True, capture_output=True)
     assert sorted(p.name for p in (out / "images").glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
-    assert (out / "grid.png").exists() and json.loads((out / "sampling.json").read_text())["weights"] == "raw"
+    info = json.loads((out / "sampling.json").read_text())
+    assert (out / "grid.png").exists() and info["weights"] == "raw"
+    assert info["compiled"] is False   # asked for, but on a CPU the network runs eagerly (compiling is for CUDA)
 
 
 def test_two_gloo_processes_hold_identical_weights(data_dir, source_ckpt, tmp_path):
