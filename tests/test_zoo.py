@@ -118,3 +118,43 @@ def test_parallel_fine_tuning_equals_one_run_at_a_time(monkeypatch, tmp_path):
         alone = weights(zoo.finetuned(spec, device="cpu"))
         for name, tensor in alone.items():
             torch.testing.assert_close(expected[name], tensor, rtol=0, atol=0)
+
+
+# ---- the shipped quick-mode models -----------------------------------------------------------------
+def test_every_quick_model_of_the_chapters_ships_with_the_package():
+    # a change to FinetuneSpec or its quick settings changes the keys: rebuild with bench/prebuild_quick_zoo.py
+    from sdft_lite.assets import asset_path
+    for spec in zoo.chapter_specs():
+        assert zoo.has_prebuilt(spec), f"no shipped model for {spec.key()}"
+        state = torch.load(asset_path(zoo.prebuilt_name(spec)), map_location="cpu", weights_only=True)
+        assert FinetuneSpec(**state["spec"]) == spec and state["log"].strip()
+
+
+def test_a_shipped_model_is_installed_into_the_cache_instead_of_training(counted_trainer, monkeypatch):
+    spec = FinetuneSpec.quick(mode="naive")
+    assert zoo.is_cached(spec) and not zoo.cached_path(spec).exists()
+    model = zoo.finetuned(spec)
+    assert counted_trainer == [] and zoo.cached_path(spec).exists()          # nothing trained
+    shipped = torch.load(zoo.asset_path(zoo.prebuilt_name(spec)), weights_only=True)["model"]
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, shipped[name].float()), name
+    assert [r["step"] for r in zoo.training_log(spec)][-1] == spec.steps
+    monkeypatch.setenv("FORCE_TRAIN", "1")
+    assert not zoo.is_cached(spec)
+
+
+def test_the_shipped_naive_model_is_what_fine_tuning_makes(monkeypatch, tmp_path):
+    """Retrain the shipped quick naive model (about a minute) and compare samples from the same noise: they
+    agree up to fp16 storage and float summation order (other CPUs, thread counts)."""
+    from sdft_lite.sample import generate
+    monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
+    monkeypatch.setenv("FORCE_TRAIN", "1")
+    spec = FinetuneSpec.quick(mode="naive")
+    fresh = zoo.finetuned(spec)
+    monkeypatch.delenv("FORCE_TRAIN")
+    zoo.cached_path(spec).unlink()
+    shipped = zoo.finetuned(spec)
+    a, b = (generate(m, 16, 32, "ddim20", seed=0, batch_size=16) for m in (fresh, shipped))
+    difference = (a - b).abs().mean().item()
+    print(f"mean |fresh - shipped| over 16 DDIM-20 samples: {difference:.4f}")
+    assert difference < 0.02

@@ -3,7 +3,10 @@
 ``source_model()`` is the shipped photo-domain model (the stand-in for P2's FFHQ model). ``finetuned(spec)``
 fine-tunes it on the limited portrait target (the MetFaces stand-in) — scratch, naive or SDFT — or loads the
 result from the cache (``$SDFT_LITE_HOME/cache/synthfaces``), keyed by every setting of the spec, so chapters
-4–8 train each model once. ``FORCE_TRAIN=1`` ignores the cache.
+4–8 train each model once. The quick-mode models the chapters use ship with the package (fp16 weights and
+their training logs, made by this same code with ``bench/prebuild_quick_zoo.py``): a cache miss installs the
+shipped copy instead of training, which keeps the quick book short on a CPU. ``FORCE_TRAIN=1`` ignores both and
+trains.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..assets import asset_path
+from ..assets import REGISTRY, asset_path
 from ..checkpoint import load_unet, save_atomic
 from ..config import home, quick_mode
 from ..train import TrainConfig, Trainer
@@ -26,6 +29,7 @@ from .domains import DomainSpec
 from .source import render_domain
 
 SOURCE = "synthfaces/source_demo32.pt"
+PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<spec key>.pt
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,35 @@ def cached_path(spec: FinetuneSpec) -> Path:
     return cache_dir() / f"{spec.key()}.pt"
 
 
+def chapter_specs() -> list[FinetuneSpec]:
+    """The quick-mode models chapters 4–8 use (the ones the package ships)."""
+    quick = FinetuneSpec.quick
+    return [quick(mode="scratch"), quick(mode="naive"), quick(mode="sdft"), quick(mode="sdft", aux=False),
+            quick(mode="sdft", weighting="constant"), quick(mode="sdft", lam=3.0)]
+
+
+def prebuilt_name(spec: FinetuneSpec) -> str:
+    return f"{PREBUILT}/{spec.key()}.pt"
+
+
+def has_prebuilt(spec: FinetuneSpec) -> bool:
+    """True when the package ships this model (the quick-mode models of the chapters)."""
+    return prebuilt_name(spec) in REGISTRY
+
+
+def _install_prebuilt(spec: FinetuneSpec) -> Path:
+    """Copy the shipped model into the cache, its weights back in float32."""
+    state = torch.load(asset_path(prebuilt_name(spec)), map_location="cpu", weights_only=True)
+    state["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    return save_atomic(state, cached_path(spec))
+
+
 def is_cached(spec: FinetuneSpec) -> bool:
-    """True when ``finetuned(spec)`` will load instead of train (the file exists and FORCE_TRAIN is not 1)."""
-    return cached_path(spec).exists() and os.environ.get("FORCE_TRAIN", "") != "1"
+    """True when ``finetuned(spec)`` will load instead of train: the cache has it or the package ships it, and
+    FORCE_TRAIN is not 1."""
+    if os.environ.get("FORCE_TRAIN", "") == "1":
+        return False
+    return cached_path(spec).exists() or has_prebuilt(spec)
 
 
 def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UNetModel:
@@ -108,6 +138,8 @@ def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UN
     spec = spec or FinetuneSpec.default()
     path = cached_path(spec)
     if is_cached(spec):
+        if not path.exists():
+            _install_prebuilt(spec)
         return load_unet(path)
     unet = source_model().config
     run_dir = cache_dir() / "runs" / spec.key()
@@ -125,8 +157,10 @@ def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UN
 
 
 def training_log(spec: FinetuneSpec) -> list[dict]:
-    """The per-step loss terms of a cached run (for loss-curve figures)."""
-    state = torch.load(cache_dir() / f"{spec.key()}.pt", map_location="cpu", weights_only=True)
+    """The per-step loss terms of a cached (or shipped) run (for loss-curve figures)."""
+    if not cached_path(spec).exists() and has_prebuilt(spec):
+        _install_prebuilt(spec)
+    state = torch.load(cached_path(spec), map_location="cpu", weights_only=True)
     return [json.loads(line) for line in state["log"].splitlines() if line.strip()]
 
 
