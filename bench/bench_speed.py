@@ -121,14 +121,10 @@ def reference_sampler(model, autocast_dtype):
     return run
 
 
-def compile_phases(args, results, record, throughput, model, src, data, fe, gflop):
+def compile_phases(args, record, throughput, trainer, model, fe, gflop):
     """Eager against torch.compile (default mode) in one process: naive (one batch shape), SDFT with every
-    auxiliary sample (one shape), SDFT with skipping (a few bucketed shapes), and DDIM-40 sampling."""
-    def trainer(**overrides):
-        settings = dict(source_checkpoint=str(src), out_dir="/tmp/bench_run", batch_size=args.batch,
-                        precision="bf16", aux_skip_below=1e-6, progress=False, sample_every=0, save_every=0)
-        return Trainer(TrainConfig.metfaces(**{**settings, **overrides}), device="cuda", data=data)
-
+    auxiliary sample (one shape), SDFT with skipping (a few bucketed shapes), and DDIM-40 sampling.
+    ``trainer(**overrides)`` makes sdft_lite's Trainer with the benchmark's settings."""
     wanted = set(args.compile_cases.split(","))
     model = model.cuda().eval()
     n = args.sample_batch
@@ -222,11 +218,19 @@ def main():
                forward_equivalents_per_image=round(fwd_equiv, 2), **extra)
         return ips
 
+    src = Path("/tmp/bench_source.pt")
+
+    def our_trainer(**overrides):
+        settings = dict(source_checkpoint=str(src), out_dir="/tmp/bench_run", batch_size=args.batch,
+                        precision="bf16", aux_skip_below=1e-6, progress=False, sample_every=0, save_every=0,
+                        compile=False)   # the preset compiles on GPUs; the eager phases must not
+        config = TrainConfig.metfaces(**{**settings, **overrides})
+        return Trainer(config, device="cuda", data=data)
+
     if args.only_compile:
-        src = Path("/tmp/bench_source.pt")
         torch.save(ours.cpu().state_dict(), src)
         del reference
-        compile_phases(args, results, record, throughput, ours, src, data, fe, gflop)
+        compile_phases(args, record, throughput, our_trainer, ours, fe, gflop)
         return
     teacher = copy.deepcopy(reference).eval().requires_grad_(False)
     ref_fp32 = throughput("reference_sdft_fp32_tf32",
@@ -238,16 +242,9 @@ def main():
                            make_reference_step(reference, None, schedule, data, args.batch, "naive", None),
                            fe["naive"])
     del teacher
-    src = Path("/tmp/bench_source.pt")
     torch.save(ours.cpu().state_dict(), src)
     reference.cpu()
     torch.cuda.empty_cache()
-
-    def our_trainer(**overrides):
-        settings = dict(source_checkpoint=str(src), out_dir="/tmp/bench_run", batch_size=args.batch,
-                        precision="bf16", aux_skip_below=1e-6, progress=False, sample_every=0, save_every=0)
-        config = TrainConfig.metfaces(**{**settings, **overrides})
-        return Trainer(config, device="cuda", data=data)
 
     trainer = our_trainer()
     our_sdft = throughput("sdft_lite_sdft_bf16", trainer.train_step, fe["ours_sdft"])

@@ -238,7 +238,7 @@ class Trainer:
         """torch.compile the student (and the teacher) for one static batch shape. Skipping auxiliary samples
         changes the batch shape from step to step, and every new shape recompiles (minutes each), so a compiled
         run computes every auxiliary sample: on an H100 that is still 1.6x the eager step with skipping
-        (bench/results/speed_h100.json)."""
+        (bench/results/speed_compile_{train,sampling}_h100.json)."""
         if self.loss_config.aux_skip_below > 0:
             print("--compile: computing every auxiliary sample (aux_skip_below ignored: one static batch shape)")
             self.loss_config = dataclasses.replace(self.loss_config, aux_skip_below=0.0)

@@ -118,11 +118,14 @@ def has_prebuilt(spec: FinetuneSpec) -> bool:
     return prebuilt_name(spec) in REGISTRY
 
 
-def _install_prebuilt(spec: FinetuneSpec) -> Path:
-    """Copy the shipped model into the cache, its weights back in float32."""
-    state = torch.load(asset_path(prebuilt_name(spec)), map_location="cpu", weights_only=True)
-    state["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
-    return save_atomic(state, cached_path(spec))
+def _cached_file(spec: FinetuneSpec) -> Path:
+    """The cache file of ``spec``; a shipped model is first copied there, its weights back in float32."""
+    path = cached_path(spec)
+    if not path.exists() and has_prebuilt(spec):
+        state = torch.load(asset_path(prebuilt_name(spec)), map_location="cpu", weights_only=True)
+        state["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+        save_atomic(state, path)
+    return path
 
 
 def is_cached(spec: FinetuneSpec) -> bool:
@@ -138,9 +141,7 @@ def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UN
     spec = spec or FinetuneSpec.default()
     path = cached_path(spec)
     if is_cached(spec):
-        if not path.exists():
-            _install_prebuilt(spec)
-        return load_unet(path)
+        return load_unet(_cached_file(spec))
     unet = source_model().config
     run_dir = cache_dir() / "runs" / spec.key()
     shutil.rmtree(run_dir, ignore_errors=True)     # a retrain (FORCE_TRAIN=1) starts a fresh log
@@ -158,9 +159,7 @@ def finetuned(spec: FinetuneSpec | None = None, device: str | None = None) -> UN
 
 def training_log(spec: FinetuneSpec) -> list[dict]:
     """The per-step loss terms of a cached (or shipped) run (for loss-curve figures)."""
-    if not cached_path(spec).exists() and has_prebuilt(spec):
-        _install_prebuilt(spec)
-    state = torch.load(cached_path(spec), map_location="cpu", weights_only=True)
+    state = torch.load(_cached_file(spec), map_location="cpu", weights_only=True)
     return [json.loads(line) for line in state["log"].splitlines() if line.strip()]
 
 
