@@ -1,8 +1,8 @@
 """Run-time settings read from the environment: quick mode, device, precision, seeds.
 
 ``SDFT_QUICK=1`` switches every chapter and the demo to a CPU-sized run (tiny resolution, few steps, few
-images); CI always sets it. ``SDFT_LITE_HOME`` is where weights and shipped assets are looked up
-(default ``~/.cache/sdft_lite``).
+images); CI always sets it. Unset, it is quick on a CPU and full on a GPU; ``SDFT_QUICK=0`` forces full mode.
+``SDFT_LITE_HOME`` is where weights and shipped assets are looked up (default ``~/.cache/sdft_lite``).
 """
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ import torch
 
 
 def quick_mode() -> bool:
-    """True when ``SDFT_QUICK`` is set to 1/true/yes (the CPU quick mode of the book and the demo)."""
-    return os.environ.get("SDFT_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}
+    """The CPU-sized quick mode of the book and the demo: as ``SDFT_QUICK`` says when it is set (1/true/yes/on or
+    0/false/no/off), else exactly when no CUDA GPU is available, so that a chapter opened on a CPU (a laptop,
+    Colab's default runtime) runs its quick version unless ``SDFT_QUICK=0`` asks for the full one."""
+    value = os.environ.get("SDFT_QUICK", "").strip().lower()
+    if value:
+        return value in {"1", "true", "yes", "on"}
+    return not torch.cuda.is_available()
 
 
 def home() -> Path:

@@ -203,7 +203,7 @@ class ResBlock(nn.Module):
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.resample == "up":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
+            return upsample_nearest2x(x)
         if self.resample == "down":
             return F.avg_pool2d(x, kernel_size=2, stride=2)
         return x
@@ -281,6 +281,18 @@ class Downsample(nn.Module):
         return self.op(x)
 
 
+def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2, as ``F.interpolate(x, scale_factor=2, mode="nearest")``: [B, C, H, W] -> [B, C, 2H, 2W].
+
+    The values are the same bit for bit. On a CPU, torch's nearest kernel is slow on NCHW tensors (measured on 2
+    cores: 96 ms for [128, 64, 16, 16], where two repeat_interleave copies take 14 ms; the 32-px U-Net's forward
+    35% faster, forward + backward 30%), so CPUs take the copies; GPUs keep the single kernel.
+    """
+    if x.device.type == "cpu":
+        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
 class Upsample(nn.Module):
     """Nearest x2 then a 3x3 conv (used when resblock_updown is False). [B, C, H, W] -> [B, C_out, 2H, 2W]."""
 
@@ -289,7 +301,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 class EmbedSequential(nn.Sequential):

@@ -167,3 +167,18 @@ def test_channels_last_and_bf16_autocast():
     assert out_bf16.dtype == torch.bfloat16 and torch.isfinite(out_bf16).all()
     relative = (out_bf16.float() - reference).norm() / reference.norm()
     assert relative < 0.05
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (128, 64, 16, 16), (1, 5, 3, 7)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_cpu_upsample_is_interpolate_bit_for_bit(shape, memory_format):
+    import torch.nn.functional as F
+
+    from sdft_lite.unet import upsample_nearest2x
+    x = torch.randn(shape).to(memory_format=memory_format).requires_grad_(True)
+    ours, reference = upsample_nearest2x(x), F.interpolate(x, scale_factor=2, mode="nearest")
+    assert torch.equal(ours, reference)
+    weight = torch.randn_like(reference)
+    (grad_ours,) = torch.autograd.grad(ours, x, weight)
+    (grad_reference,) = torch.autograd.grad(reference, x, weight)
+    assert torch.allclose(grad_ours, grad_reference, rtol=0, atol=1e-6)   # sums of 4 in another order

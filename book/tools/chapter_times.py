@@ -5,11 +5,17 @@ Convention (every chapter follows it): the last code cell prints one line
     WALL_TIME mode=<quick|full> hardware=<free text, no newline> seconds=<float>
 
 where `seconds` is the wall time from the chapter's first code cell to its last. This script reads the chapter
-notebooks listed in `book/tools/toc_full.yml` (their committed outputs) plus any executed copies given with
-`--extra` (e.g. the quick-mode run of CI), keeps the last WALL_TIME line per chapter and mode, and writes a
-Markdown table that `book/how-to-run.md` includes. A chapter and mode with no such line reads "not yet run".
+notebooks listed in `book/tools/toc_full.yml` (their committed outputs), then the recorded runs in
+`book/generated/recorded_runs.json` (the mode the committed outputs are not in: a quick-mode run on the CPU
+for the chapters whose outputs are a GPU run), then any executed copies given with `--extra`; it keeps the last
+WALL_TIME line per chapter and mode and writes a Markdown table that `book/how-to-run.md` includes. A chapter and
+mode with no such line reads "not yet run".
 
     python book/tools/chapter_times.py [--extra DIR_OR_NOTEBOOK ...]
+    python book/tools/chapter_times.py --record DIR   # keep DIR's WALL_TIME lines in recorded_runs.json
+
+`--record` takes executed notebooks (e.g. `SDFT_QUICK=1 python bench/execute_notebooks.py notebooks/*.ipynb
+--out DIR` on a CPU) and merges their lines into the record, replacing earlier ones of the same chapter and mode.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FULL_TOC = REPO_ROOT / "book" / "tools" / "toc_full.yml"
 OUTPUT = REPO_ROOT / "book" / "generated" / "chapter_times.md"
+RECORD = REPO_ROOT / "book" / "generated" / "recorded_runs.json"
 MODES = ("quick", "full")
 WALL_TIME_LINE = re.compile(
     r"^WALL_TIME mode=(?P<mode>quick|full) hardware=(?P<hardware>.+?) seconds=(?P<seconds>[0-9]+(?:\.[0-9]*)?)\s*$",
@@ -110,18 +117,49 @@ def table(rows: list[tuple[str, str, dict[str, WallTime]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect(chapters: list[Path], extras: list[Path]) -> list[tuple[str, str, dict[str, WallTime]]]:
-    """Rows for `table`: committed outputs first, then executed copies (matched by file name) override."""
+def read_record(path: Path) -> dict[str, dict[str, WallTime]]:
+    """{chapter stem: {mode: WallTime}} from a recorded-runs file (empty if there is none)."""
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    return {stem: {mode: WallTime(mode, run["hardware"], float(run["seconds"])) for mode, run in modes.items()}
+            for stem, modes in runs.items()}
+
+
+def record_runs(executed: list[Path], path: Path) -> dict[str, dict[str, WallTime]]:
+    """Merge the WALL_TIME lines of executed notebooks into the recorded-runs file; returns what was added."""
+    record = read_record(path)
+    added: dict[str, dict[str, WallTime]] = {}
+    for notebook_path in executed:
+        times = wall_times(json.loads(notebook_path.read_text(encoding="utf-8")))
+        if times:
+            added[notebook_path.stem] = times
+            record.setdefault(notebook_path.stem, {}).update(times)
+    runs = {stem: {mode: {"hardware": run.hardware, "seconds": run.seconds} for mode, run in sorted(modes.items())}
+            for stem, modes in sorted(record.items())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"written_by": "book/tools/chapter_times.py --record", "runs": runs}, indent=1)
+                    + "\n", encoding="utf-8")
+    return added
+
+
+def collect(chapters: list[Path], extras: list[Path],
+            recorded: dict[str, dict[str, WallTime]] | None = None) -> list[tuple[str, str, dict[str, WallTime]]]:
+    """Rows for `table`: committed outputs first, then recorded runs, then executed copies (matched by file
+    name) override."""
     extra_by_name: dict[str, list[Path]] = {}
     for path in extras:
         extra_by_name.setdefault(path.name, []).append(path)
     rows = []
     for chapter in chapters:
-        existing = [path for path in [chapter] + extra_by_name.get(chapter.name, []) if path.is_file()]
-        notebooks = [json.loads(path.read_text(encoding="utf-8")) for path in existing]
-        title = chapter_title(notebooks[0], chapter.stem) if notebooks else "not yet written"
+        notebooks = [json.loads(path.read_text(encoding="utf-8")) for path in [chapter] if path.is_file()]
+        extra = [json.loads(path.read_text(encoding="utf-8")) for path in extra_by_name.get(chapter.name, [])]
+        title = chapter_title((notebooks + extra)[0], chapter.stem) if notebooks + extra else "not yet written"
         times: dict[str, WallTime] = {}
         for notebook in notebooks:
+            times.update(wall_times(notebook))
+        times.update((recorded or {}).get(chapter.stem, {}))
+        for notebook in extra:
             times.update(wall_times(notebook))
         rows.append((chapter.stem, title, times))
     return rows
@@ -131,9 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra", type=Path, nargs="*", default=[],
                         help="executed notebooks, or directories of them, whose WALL_TIME lines also count")
+    parser.add_argument("--record", type=Path, nargs="*", default=[],
+                        help="executed notebooks, or directories of them, to keep in the recorded-runs file")
+    parser.add_argument("--record-file", type=Path, default=RECORD)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
-    rows = collect(chapter_notebooks(), extra_notebooks(args.extra))
+    if args.record:
+        added = record_runs(extra_notebooks(args.record), args.record_file)
+        print(f"recorded {sum(len(modes) for modes in added.values())} runs in {args.record_file}")
+    rows = collect(chapter_notebooks(), extra_notebooks(args.extra), read_record(args.record_file))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     header = "% GENERATED by book/tools/chapter_times.py from the chapters' WALL_TIME lines: do not edit.\n\n"
     args.output.write_text(header + table(rows), encoding="utf-8")

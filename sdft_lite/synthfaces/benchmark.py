@@ -44,6 +44,7 @@ from .attributes import FACE_ATTRIBUTES, FaceLabels
 from .classifier import AttributeClassifier, load_classifier
 from .domains import DomainSpec, read_labels, write_domain
 from .realism import frechet_distance, load_feature_extractor
+from .sample_cache import cached_images, tensor_digest
 from .zoo import FinetuneSpec, finetune_many, finetuned, is_cached, limited_target, source_model
 
 CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
@@ -231,11 +232,16 @@ def sdedit_metrics(outputs: torch.Tensor, input_labels: FaceLabels, instruments:
 
 
 class Evaluator:
-    """Samples a model from the shared noises and translates the shared photos; keeps the source's labels."""
+    """Samples a model from the shared noises and translates the shared photos; keeps the source's labels.
+
+    With ``cache=True`` the samples and translations go through the sample cache (``sample_cache``), keyed by
+    the model's weights and these settings: a chapter that evaluates models another chapter already sampled
+    loads their images. ``cache_hits`` counts the image sets loaded so."""
 
     def __init__(self, config: BenchmarkConfig, data: EvaluationData, instruments: Instruments,
-                 device: torch.device, size: int):
+                 device: torch.device, size: int, cache: bool = False):
         self.config, self.instruments, self.device, self.size = config, instruments, device, size
+        self.cache, self.cache_hits = cache, 0
         self.photos = data.photos.float() / 127.5 - 1.0
         self.photo_labels = instruments.classifier.predict(self.photos)
         generator = torch.Generator().manual_seed(config.noise_seed + 1)
@@ -244,18 +250,36 @@ class Evaluator:
         self.source_labels: FaceLabels | None = None
 
     def samples(self, model) -> torch.Tensor:
+        """[num_noises, 3, S, S] in [-1, 1]: DDIM (η = 0) from the shared noises."""
         c = self.config
-        return generate(model.to(self.device), c.num_noises, self.size, c.sample_steps, seed=c.noise_seed,
-                        batch_size=c.batch_size, device=self.device)
+        settings = {"num": c.num_noises, "size": self.size, "steps": c.sample_steps, "seed": c.noise_seed,
+                    "batch": c.batch_size}
+        return self._images("samples", model, settings, lambda: generate(
+            model.to(self.device), c.num_noises, self.size, c.sample_steps, seed=c.noise_seed,
+            batch_size=c.batch_size, device=self.device))
+
+    def translations(self, model) -> torch.Tensor:
+        """[num_sdedit, 3, S, S] in [-1, 1]: SDEdit of the shared photos with the shared noise."""
+        c = self.config
+        settings = {"photos": tensor_digest(self.photos), "noise": tensor_digest(self.sdedit_noise),
+                    "steps": c.sdedit_steps, "t0": c.sdedit_t0, "batch": c.batch_size}
+        return self._images("sdedit", model, settings, lambda: self._translate(model))
 
     @torch.no_grad()
-    def translations(self, model) -> torch.Tensor:
+    def _translate(self, model) -> torch.Tensor:
         model, c, out = model.to(self.device).eval(), self.config, []
         for begin in range(0, len(self.photos), c.batch_size):
             x0 = self.photos[begin:begin + c.batch_size].to(self.device)
             noise = self.sdedit_noise[begin:begin + c.batch_size].to(self.device)
             out.append(sdedit_ddim(model, x0, self.sdedit_schedule, c.sdedit_t0, noise=noise).clamp(-1, 1).cpu())
         return torch.cat(out)
+
+    def _images(self, kind: str, model, settings: dict, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not self.cache:
+            return compute()
+        images, loaded = cached_images(kind, model, settings, self.device, compute)
+        self.cache_hits += loaded
+        return images
 
     def evaluate(self, model, translate: bool = True) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
         """(metrics, samples [N, 3, S, S], SDEdit outputs or None). The first call must be the source model."""

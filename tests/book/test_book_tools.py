@@ -96,6 +96,23 @@ def test_wall_time_table_says_not_yet_run_where_nothing_was_measured(tmp_path):
     assert "| `02_missing` not yet written | not yet run | not yet run |" in table
 
 
+def test_recorded_runs_fill_the_mode_the_committed_outputs_lack(tmp_path):
+    committed = tmp_path / "01_forward_process.ipynb"
+    committed.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=full hardware=GPU seconds=7\n")))
+    executed = tmp_path / "quick"
+    executed.mkdir()
+    quick_run = executed / committed.name
+    quick_run.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=quick hardware=CPU seconds=30\n")))
+    record = tmp_path / "recorded_runs.json"
+    assert chapter_times.record_runs([quick_run], record) == {
+        "01_forward_process": {"quick": chapter_times.WallTime("quick", "CPU", 30.0)}}
+    quick_run.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=quick hardware=CPU seconds=20\n")))
+    chapter_times.record_runs([quick_run], record)                                # a later run replaces it
+    table = chapter_times.table(chapter_times.collect([committed], [], chapter_times.read_record(record)))
+    assert "| `01_forward_process` Forward process | 20 s on CPU | 7 s on GPU |" in table
+    assert chapter_times.read_record(tmp_path / "absent.json") == {}
+
+
 @pytest.mark.parametrize("seconds, text", [(42.4, "42 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
 def test_seconds_are_formatted_for_reading(seconds, text):
     assert chapter_times.format_seconds(seconds) == text

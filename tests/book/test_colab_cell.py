@@ -1,0 +1,86 @@
+"""The Colab path: every chapter opens with a badge to its own notebook in the book's repository, and its first
+code cell installs sdft_lite only when it is missing, from that repository, with the torch already there pinned,
+so that pip never replaces Colab's torch. The last test hands pip the cell's own constraints and proves it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+CHAPTERS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+REPOSITORY = CONFIG["repository"]["url"]
+
+
+def cells(path: Path, kind: str) -> list[str]:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == kind]
+
+
+def install_cell(path: Path) -> str:
+    return cells(path, "code")[0]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_badge_opens_this_chapter_from_the_books_repository(chapter):
+    github = REPOSITORY.removeprefix("https://github.com/")
+    url = (f"{CONFIG['launch_buttons']['colab_url']}/github/{github}/blob/{CONFIG['repository']['branch']}/"
+           f"notebooks/{chapter.name}")
+    assert f"]({url})" in cells(chapter, "markdown")[0]
+
+
+def test_every_chapter_has_the_same_install_cell_from_the_books_repository():
+    first = install_cell(CHAPTERS[0])
+    assert all(install_cell(chapter) == first for chapter in CHAPTERS[1:])
+    assert f'"sdft-lite @ git+{REPOSITORY}"' in first
+
+
+def run_install_cell(monkeypatch) -> list[list[str]]:
+    """Execute the cell as on a fresh Colab runtime: sdft_lite missing, torch present. Returns pip's commands."""
+    commands = []
+
+    def fake_run(command, check):
+        commands.append(command)
+        monkeypatch.delitem(sys.modules, "sdft_lite.config")   # "installed": the import after pip now works
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setitem(sys.modules, "sdft_lite.config", None)   # import sdft_lite.config -> ImportError
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    exec(compile(install_cell(CHAPTERS[0]), "install-cell", "exec"), {})
+    return commands
+
+
+def test_the_cell_installs_only_when_sdft_lite_is_missing(monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran although sdft_lite imports"))
+    exec(compile(install_cell(CHAPTERS[0]), "install-cell", "exec"), {})
+
+
+def test_the_cell_pins_the_torch_it_finds(monkeypatch):
+    (command,) = run_install_cell(monkeypatch)
+    assert command[:4] == [sys.executable, "-m", "pip", "install"]
+    assert command[-1] == f"sdft-lite @ git+{REPOSITORY}"
+    constraints = Path(command[command.index("-c") + 1]).read_text().split()
+    # the distributions' versions, which pip compares: torch.__version__ may carry a local tag ("+cu130") that
+    # the installed distribution's metadata lacks, and a pin on it would make pip refuse to resolve
+    assert constraints == [f"torch=={version('torch')}", f"torchvision=={version('torchvision')}"]
+
+
+def test_pip_keeps_the_installed_torch_under_the_cells_constraints(monkeypatch, tmp_path):
+    """pip's own resolver, offline, on this checkout in place of the git URL: it plans no torch install."""
+    (command,) = run_install_cell(monkeypatch)
+    constraints = command[command.index("-c") + 1]
+    report = tmp_path / "report.json"
+    monkeypatch.undo()   # the real subprocess.run and sdft_lite.config again
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "-q",
+         "--report", str(report), "-c", constraints, f"sdft-lite @ {REPO_ROOT.as_uri()}"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert planned == {"sdft-lite"}, planned
