@@ -18,6 +18,12 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 
+def strip_volatile(notebook) -> None:
+    """Drop nbclient's per-cell execution timestamps: they change on every run and say nothing to a reader."""
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+
+
 def execute(path: Path, out_dir: Path, timeout: int) -> dict:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
@@ -30,6 +36,7 @@ def execute(path: Path, out_dir: Path, timeout: int) -> dict:
     except Exception as error:   # a kernel that died or timed out: keep the outputs so far
         status = f"failed: {type(error).__name__}: {str(error)[:300]}"
     seconds = time.perf_counter() - started
+    strip_volatile(notebook)
     nbformat.write(notebook, out_dir / path.name)
     print(f"{path.name}: {status} in {seconds:.0f} s", flush=True)
     return {"notebook": path.name, "status": status, "seconds": round(seconds, 1)}

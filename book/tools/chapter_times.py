@@ -114,6 +114,11 @@ def table(rows: list[tuple[str, str, dict[str, WallTime]]]) -> str:
             run = times.get(mode)
             cells.append(f"{format_seconds(run.seconds)} on {run.hardware}" if run else "not yet run")
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    totals = ["**all chapters, one after another**"]
+    for mode in MODES:
+        runs = [times.get(mode) for _, _, times in rows]
+        totals.append(f"**{format_seconds(sum(run.seconds for run in runs))}**" if rows and all(runs) else "—")
+    lines.append("| " + " | ".join(totals) + " |")
     return "\n".join(lines) + "\n"
 
 
