@@ -66,7 +66,7 @@ class FinetuneSpec:
 
     @classmethod
     def default(cls, **changes) -> "FinetuneSpec":
-        """quick() under SDFT_QUICK=1, else full()."""
+        """quick() in quick mode (``config.quick_mode``: SDFT_QUICK, else no GPU), else full()."""
         return cls.quick(**changes) if quick_mode() else cls.full(**changes)
 
     def key(self) -> str:
