@@ -1,5 +1,20 @@
-"""Small deterministic stand-ins used across the tests."""
+"""Small deterministic stand-ins used across the tests, and a loader for the book's tool scripts."""
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    """Import book/tools/<name>.py (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"book_tools_{name}", REPO_ROOT / "book" / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
 
 
 class ToyEpsModel(torch.nn.Module):

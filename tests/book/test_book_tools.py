@@ -1,23 +1,14 @@
 """The book's build tools: toc syncing, chapter wall times, the reproduction table and the JS vendoring plan."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_tool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_tool(name: str):
-    """Import book/tools/<name>.py (a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"book_tools_{name}", REPO_ROOT / "book" / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
 sync_toc = load_tool("sync_toc")
