@@ -15,11 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.assets import asset_path  # noqa: E402
 from sdft_lite.synthfaces import load_classifier  # noqa: E402
-from sdft_lite.synthfaces.editing_eval import EditBenchConfig, asyrp_table_row  # noqa: E402
-from sdft_lite.synthfaces.zoo import FinetuneSpec, finetuned  # noqa: E402
+from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row  # noqa: E402
+from sdft_lite.experiments.zoo import finetuned  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
 
 classifier = load_classifier(asset_path("synthfaces/classifier.pt"), "cpu").requires_grad_(False)
-model = finetuned(FinetuneSpec.quick(mode="sdft"))
+model = finetuned(TrainConfig.synthfaces_quick(mode="sdft"))
 base = EditBenchConfig.quick()
 for t_edit, t_boost, epochs in [(500, 200, 2), (300, 100, 2), (200, 0, 2), (400, 100, 4)]:
     config = dataclasses.replace(base, n_test=32, asyrp=dataclasses.replace(base.asyrp, t_edit=t_edit,

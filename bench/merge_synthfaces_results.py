@@ -18,8 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdft_lite.synthfaces.benchmark import (BenchmarkConfig, FinetuneSpec, reproduction_records,  # noqa: E402
-                                            save_frontier, summarize, without_nan)
+from sdft_lite import figures  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
+from sdft_lite.experiments.benchmark import (BenchmarkConfig, reproduction_records,  # noqa: E402
+                                            frontier_figure, summarize, without_nan)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthfaces_reproduce import plot_forgetting  # noqa: E402
@@ -52,9 +54,19 @@ def load(folder: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def finetune_config(raw: dict) -> TrainConfig:
+    """The fine-tuning budget of a results file: a TrainConfig dict, or the FinetuneSpec dict of files written
+    before the configs were unified (steps, batch, lr, num_target, seed)."""
+    if "batch_size" in raw:
+        return TrainConfig.synthfaces_full(steps=raw["steps"], batch_size=raw["batch_size"], lr=raw["lr"],
+                                           num_images=raw["num_images"], seed=raw["seed"])
+    return TrainConfig.synthfaces_full(steps=raw["steps"], batch_size=raw["batch"], lr=raw["lr"],
+                                       num_images=raw["num_target"], seed=raw["seed"])
+
+
 def config_from(result: dict, seeds: tuple[int, ...]) -> BenchmarkConfig:
     raw = dict(result["config"])
-    raw["finetune"] = FinetuneSpec(**raw["finetune"])
+    raw["finetune"] = finetune_config(raw["finetune"])
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     return BenchmarkConfig(**{**raw, "seeds": seeds})
 
@@ -76,7 +88,7 @@ def merge_benchmark(folders: list[Path], out: Path) -> dict:
     for name in ("files", "load_average", "cpu_seconds", "wall_seconds"):
         merged.pop(name, None)
     (out / "benchmark.json").write_text(json.dumps(without_nan(merged), indent=2, ensure_ascii=False))
-    save_frontier(summary, config, out / "frontier.png")
+    figures.save(frontier_figure(summary, config), out / "frontier.png")
     seed0 = next(f for f, r in zip(folders, results) if 0 in r["config"]["seeds"])
     for image in ("grid.png", "sdedit_grid.png"):
         shutil.copy(seed0 / "benchmark" / image, out / image)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdft_lite.synthfaces.benchmark import BenchmarkConfig  # noqa: E402
-from sdft_lite.synthfaces.zoo import FinetuneSpec, finetune_many  # noqa: E402
+from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from sdft_lite.experiments.zoo import finetune_many  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +25,7 @@ def main() -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     specs = [spec for _, spec in BenchmarkConfig.full(seeds=seeds).runs()]
     if args.modes:   # the chapter-6 pair: naive and the default SDFT spec
-        specs = [FinetuneSpec.full(mode=mode, seed=seed) for mode in args.modes.split(",") for seed in seeds]
+        specs = [TrainConfig.synthfaces_full(mode=mode, seed=seed) for mode in args.modes.split(",") for seed in seeds]
     trained = finetune_many(specs, workers=args.workers)
     print(f"{len(trained)} models fine-tuned, {len(set(specs))} needed")
     return 0

@@ -4,7 +4,7 @@ step at which naive fine-tuning forgets. Not run in CI (a GPU job of about ten m
     python bench/synthfaces_reproduce.py --out $OUT/repro --workers 8            # everything, 3 seeds
     python bench/synthfaces_reproduce.py --out /tmp/r --smoke                    # a CPU smoke run, tiny settings
 
-Every fine-tuning run is ``sdft_lite.synthfaces.zoo.finetuned(spec)``; ``finetune_many`` runs ``--workers`` of
+Every fine-tuning run is ``sdft_lite.experiments.zoo.finetuned(spec)``; ``finetune_many`` runs ``--workers`` of
 them at once (a 1.4M-parameter model leaves an H100 mostly idle). Then:
 
 1. ``run_benchmark`` (the same code as ``sdft-lite synthfaces benchmark``): scratch, naive, SDFT over the λ sweep,
@@ -43,10 +43,12 @@ from sdft_lite.config import hardware, pick_device  # noqa: E402
 from sdft_lite.editing import EGSDEConfig, LowPass, egsde_ddim, sdedit_ddim, train_dse  # noqa: E402
 from sdft_lite.metrics.fidelity import compute_fidelity  # noqa: E402
 from sdft_lite.synthfaces import DomainSpec, write_domain  # noqa: E402
-from sdft_lite.synthfaces.benchmark import (ABSENT, BenchmarkConfig, Evaluator, Instruments,  # noqa: E402
+from sdft_lite.experiments.benchmark import (ABSENT, BenchmarkConfig, Evaluator, Instruments,  # noqa: E402
                                             prepare_data, retention, run_benchmark, sdft_label, summarize)
-from sdft_lite.synthfaces.editing_eval import EditBenchConfig, asyrp_table_row  # noqa: E402
-from sdft_lite.synthfaces.zoo import FinetuneSpec, finetune_many, finetuned, source_model  # noqa: E402
+from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row  # noqa: E402
+from sdft_lite.experiments.zoo import finetune_many, finetuned, source_model  # noqa: E402
+from sdft_lite.sdft import SDFTConfig  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
 from sdft_lite.unet import UNetConfig  # noqa: E402
 
 FORGET_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1)   # of the full budget: 100, 200, 400, 800 steps
@@ -75,25 +77,25 @@ def forget_steps(config: BenchmarkConfig) -> list[int]:
     return sorted({max(1, round(f * config.finetune.steps)) for f in FORGET_FRACTIONS})
 
 
-def forgetting_specs(config: BenchmarkConfig) -> dict[tuple[str, int, int], FinetuneSpec]:
+def forgetting_specs(config: BenchmarkConfig) -> dict[tuple[str, int, int], TrainConfig]:
     """(mode label, steps, seed) → spec: naive and SDFT λ = 1, stopped early."""
     out = {}
     for seed in config.seeds:
         for steps in forget_steps(config):
             base = dataclasses.replace(config.finetune, seed=seed, steps=steps)
-            out["naive", steps, seed] = dataclasses.replace(base, mode="naive", lam=0.0)
-            out[sdft_label(1.0), steps, seed] = dataclasses.replace(base, mode="sdft", lam=1.0)
+            out["naive", steps, seed] = dataclasses.replace(base, mode="naive", loss=SDFTConfig.naive())
+            out[sdft_label(1.0), steps, seed] = dataclasses.replace(base, mode="sdft", loss=SDFTConfig.symmetric(1.0))
     return out
 
 
-def translation_specs(config: BenchmarkConfig) -> dict[tuple[str, int], FinetuneSpec]:
+def translation_specs(config: BenchmarkConfig) -> dict[tuple[str, int], TrainConfig]:
     out = {}
     for seed in config.seeds:
         base = dataclasses.replace(config.finetune, seed=seed)
-        out["scratch", seed] = dataclasses.replace(base, mode="scratch", lam=0.0)
-        out["naive", seed] = dataclasses.replace(base, mode="naive", lam=0.0)
+        out["scratch", seed] = dataclasses.replace(base, mode="scratch", loss=SDFTConfig.naive())
+        out["naive", seed] = dataclasses.replace(base, mode="naive", loss=SDFTConfig.naive())
         for lam in TRANSLATION_LAMS:
-            out[sdft_label(lam), seed] = dataclasses.replace(base, mode="sdft", lam=lam)
+            out[sdft_label(lam), seed] = dataclasses.replace(base, mode="sdft", loss=SDFTConfig.symmetric(lam))
     return out
 
 
@@ -212,7 +214,7 @@ def flatten(row: dict) -> dict:
     return {**flat, "final_directional": row["final_directional"], "train_seconds": row["train_seconds"]}
 
 
-def _edit_worker(spec: FinetuneSpec, config: EditBenchConfig, device: str, threads: int) -> dict:
+def _edit_worker(spec: TrainConfig, config: EditBenchConfig, device: str, threads: int) -> dict:
     from sdft_lite.assets import asset_path
     from sdft_lite.synthfaces import load_classifier
     torch.set_num_threads(threads)
@@ -259,14 +261,14 @@ def main() -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     config = BenchmarkConfig.full(seeds=seeds)
     if args.smoke:
-        config = dataclasses.replace(config, finetune=FinetuneSpec.full(steps=8, batch=4), lams=(0.1, 1.0),
+        config = dataclasses.replace(config, finetune=TrainConfig.synthfaces_full(steps=8, batch_size=4), lams=(0.1, 1.0),
                                      num_noises=16, num_sdedit=8, num_reference=64, batch_size=16,
                                      sample_steps="ddim5", sdedit_steps="ddim10")
         args.dse_steps = 2
     parts = set(args.parts.split(","))
     training = {"workers": args.workers, "runs": {}}
 
-    def train(name: str, specs: list[FinetuneSpec]) -> None:   # parts train in turn: a time-out keeps what ended
+    def train(name: str, specs: list[TrainConfig]) -> None:   # parts train in turn: a time-out keeps what ended
         timer = time.perf_counter()
         trained = finetune_many(specs, workers=args.workers, device=str(device))
         training["runs"][name] = {"trained": len(trained), "total": len(set(specs)),

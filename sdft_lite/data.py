@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class DataError(RuntimeError):
@@ -28,7 +28,8 @@ class DataError(RuntimeError):
 
 
 def list_images(root: str | Path) -> list[Path]:
-    """Image files under ``root``, recursively, in sorted order."""
+    """Image files under ``root``, recursively, in sorted order: the one listing that training, data preparation
+    and the metrics share, so a folder that trains is a folder that can be evaluated."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist (or is not a folder)")
@@ -49,11 +50,12 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """One preprocessed image as uint8 [size, size, 3]; raises OSError/ValueError on a bad file."""
+def load_image(path: Path, size: int | None = None) -> np.ndarray:
+    """One image as uint8 [H, W, 3] (RGB), preprocessed to [size, size, 3] when ``size`` is given; raises
+    OSError/ValueError on a bad file."""
     with Image.open(path) as image:
         image.load()
-        return np.asarray(center_crop_resize(image, size), dtype=np.uint8)
+        return np.asarray(center_crop_resize(image, size) if size else image.convert("RGB"), dtype=np.uint8)
 
 
 @dataclass

@@ -3,7 +3,12 @@
 Conventions: ``x0``, ``x_t``, ``noise``: [B, C, H, W]; ``t``: [B] long, a *position* in ``schedule``
 (for the full 1000-step schedule it is the timestep itself; for a respaced one the network is called
 with ``schedule.timesteps[t]``). Model outputs are [B, C, H, W] (fixed variance) or [B, 2C, H, W]
-(ε followed by the learned-range variance interpolant v ∈ [−1, 1]).
+(the prediction followed by the learned-range variance interpolant ∈ [−1, 1]).
+
+The prediction is ε (DDPM, ADM, the SDFT source model), v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022) or x_0,
+as the network's ``prediction`` attribute says (:func:`prediction_of`; absent means ε). Training compares the
+raw prediction with its own target (:func:`prediction_target`); samplers and editors see ε only, through
+:func:`call_model`, which converts (:func:`eps_x0_from_prediction`). That is the whole prediction-type seam.
 """
 from __future__ import annotations
 
@@ -13,19 +18,68 @@ from dataclasses import dataclass
 import torch
 
 from .schedule import Schedule, extract
-from .weighting import Weighting
+from .weighting import Constant, WeightingFn, weights_at
+
+
+PREDICTIONS = ("eps", "v", "x0")
 
 
 def split_eps(model_out: torch.Tensor, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Split a model output into (ε, v): v is None when the model predicts ε only."""
+    """Split a model output into (prediction, variance interpolant): the second is None for a fixed variance.
+    (For the output of :func:`call_model` the prediction is ε.)"""
     if model_out.shape[1] == channels:
         return model_out, None
     return model_out[:, :channels], model_out[:, channels:]
 
 
-def call_model(model, x: torch.Tensor, schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
-    """Run the network at schedule positions t, passing it the ORIGINAL timestep indices."""
+def prediction_of(model) -> str:
+    """The parameterisation of a network's output: its ``prediction`` attribute ('eps', 'v' or 'x0'), else 'eps'."""
+    prediction = getattr(model, "prediction", "eps")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS}")
+    return prediction
+
+
+def prediction_target(prediction: str, schedule: Schedule, x0: torch.Tensor, noise: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+    """What a network of this parameterisation learns to output at x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε:
+    ε, v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022, §4), or x0."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    abar = schedule.alphas_cumprod
+    return extract(abar.sqrt(), t, x0) * noise - extract((1 - abar).sqrt(), t, x0) * x0
+
+
+def eps_x0_from_prediction(prediction: str, schedule: Schedule, pred: torch.Tensor, x_t: torch.Tensor,
+                           t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε̂, x̂_0) from a prediction of each parameterisation. For v: x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v and
+    ε̂ = √(1−ᾱ_t) x_t + √ᾱ_t v (the rotation x_t = √ᾱ x0 + √(1−ᾱ) ε, v = √ᾱ ε − √(1−ᾱ) x0 inverted)."""
+    if prediction == "eps":
+        return pred, predict_x0_from_eps(schedule, x_t, t, pred)
+    if prediction == "x0":
+        return predict_eps_from_x0(schedule, x_t, t, pred), pred
+    abar = schedule.alphas_cumprod
+    a, s = extract(abar.sqrt(), t, x_t), extract((1 - abar).sqrt(), t, x_t)
+    return s * x_t + a * pred, a * x_t - s * pred
+
+
+def raw_output(model, x: torch.Tensor, schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    """The network's own output at schedule positions t (it receives the ORIGINAL timestep indices)."""
     return model(x, schedule.timesteps.to(t.device)[t])
+
+
+def call_model(model, x: torch.Tensor, schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    """The network's output at schedule positions t with its prediction turned into ε (the variance channels,
+    if any, unchanged): what every sampler and editor consumes, whatever the network was trained to predict."""
+    out = raw_output(model, x, schedule, t)
+    prediction = prediction_of(model)
+    if prediction == "eps":
+        return out
+    pred, variance = split_eps(out, x.shape[1])
+    eps, _ = eps_x0_from_prediction(prediction, schedule, pred, x, t)
+    return eps if variance is None else torch.cat([eps, variance], dim=1)
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -134,28 +188,32 @@ def vb_term(schedule: Schedule, model_out: torch.Tensor, x0: torch.Tensor, x_t: 
 
 # ---- the denoising loss ---------------------------------------------------------------------------
 def diffusion_terms(schedule: Schedule, model_out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
-                    t: torch.Tensor, noise: torch.Tensor, mse_weighting: Weighting = Weighting("constant")
-                    ) -> dict[str, torch.Tensor]:
-    """Per-sample terms of the ADM training loss, each [B]: ``mse`` (weighted ‖ε − ε_θ‖²) and ``vb``.
+                    t: torch.Tensor, noise: torch.Tensor, mse_weighting: WeightingFn = Constant(),
+                    prediction: str = "eps") -> dict[str, torch.Tensor]:
+    """Per-sample terms of the ADM training loss, each [B]: ``mse`` (weighted ‖target − prediction‖², the target
+    ε, v or x0 as ``prediction`` says; L_simple for ε) and ``vb``. model_out: the raw output.
 
     ``vb`` is zero for a fixed-variance model. With learned variance it is scaled by T/1000, as
     guided-diffusion's ``rescale_learned_sigmas`` does (a factor of 1 for T = 1000).
     """
-    eps, v = split_eps(model_out, x0.shape[1])
-    mse = mean_flat((noise - eps) ** 2) * mse_weighting.of_timesteps(schedule, t)
+    pred, v = split_eps(model_out, x0.shape[1])
+    target = prediction_target(prediction, schedule, x0, noise, t)
+    mse = mean_flat((target - pred) ** 2) * weights_at(mse_weighting, schedule, t)
     if v is None:
         return {"mse": mse, "vb": torch.zeros_like(mse)}
+    eps, _ = eps_x0_from_prediction(prediction, schedule, pred, x_t, t)
     frozen_mean_out = torch.cat([eps.detach(), v], dim=1)
     vb = vb_term(schedule, frozen_mean_out, x0, x_t, t) * (len(schedule) / 1000.0)
     return {"mse": mse, "vb": vb}
 
 
 def training_losses(model, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,
-                    noise: torch.Tensor | None = None, mse_weighting: Weighting = Weighting("constant")
+                    noise: torch.Tensor | None = None, mse_weighting: WeightingFn = Constant()
                     ) -> dict[str, torch.Tensor]:
     """The standard (naive / scratch) diffusion loss: per-sample ``mse``, ``vb`` and ``loss`` = mse + vb, each [B]."""
     noise = torch.randn_like(x0) if noise is None else noise
     x_t = q_sample(schedule, x0, t, noise)
-    terms = diffusion_terms(schedule, call_model(model, x_t, schedule, t), x0, x_t, t, noise, mse_weighting)
+    terms = diffusion_terms(schedule, raw_output(model, x_t, schedule, t), x0, x_t, t, noise, mse_weighting,
+                            prediction_of(model))
     terms["loss"] = terms["mse"] + terms["vb"]
     return terms

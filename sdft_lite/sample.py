@@ -1,7 +1,9 @@
-"""Sampling a trained model: DDIM-N from fixed per-image seeds, written as PNGs and a grid.
+"""Sampling a trained model from fixed per-image seeds (any sampler of ``sampling.SAMPLERS``), written as PNGs.
 
 Image ``i`` always starts from the same x_T (seeded by ``seed`` and ``i``, whatever the batch size), so two
-models sampled with the same seed form shared-noise pairs (the paper's Fig. 1 and Table 3 comparisons).
+models sampled with the same seed form shared-noise pairs (the paper's Fig. 1 and Table 3 comparisons). With
+deterministic DDIM (η = 0) that is the whole randomness; the ancestral sampler (and DDIM with η > 0) also draws
+noise at every step, from one generator per batch seeded by ``seed`` and the batch's first index.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sampling import ddim_sample
+from .diffusion import prediction_of
+from .sampling import SAMPLERS
 from .schedule import make_schedule, respace
 
 
@@ -26,22 +29,28 @@ def initial_noise(indices: range, channels: int, size: int, seed: int) -> torch.
 def generate(model, num: int, image_size: int, steps: str = "ddim40", seed: int = 0, batch_size: int = 64,
              device: torch.device | str = "cpu", schedule_name: str = "linear", eta: float = 0.0,
              precision: torch.dtype = torch.float32, rederive_eps: bool = False, start: int = 0,
-             channels: int = 3) -> torch.Tensor:
-    """``num`` samples as float [num, C, H, W] in [−1, 1] (on CPU). The network may run under bf16/fp16
-    autocast (``precision``); the DDIM update itself is always fp32."""
+             channels: int = 3, sampler: str = "ddim") -> torch.Tensor:
+    """``num`` samples as float [num, C, H, W] in [−1, 1] (on CPU), by ``sampler`` ("ddim" or "ancestral") on the
+    ``steps`` respacing. The network may run under bf16/fp16 autocast (``precision``); the update itself is
+    always fp32. ``eta`` and ``rederive_eps`` are DDIM's."""
     model.eval()
     schedule = respace(make_schedule(schedule_name), steps)
     autocast = torch.autocast(torch.device(device).type, dtype=precision, enabled=precision != torch.float32)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    options = {"eta": eta, "rederive_eps": rederive_eps} if sampler == "ddim" else {}
 
     def network(x, t):
         with autocast:
             return model(x, t).float()
+    network.prediction = prediction_of(model)
 
     out = []
     for first in range(start, start + num, batch_size):
         idx = range(first, min(first + batch_size, start + num))
         x = initial_noise(idx, channels, image_size, seed).to(device)
-        out.append(ddim_sample(network, x, schedule, eta=eta, rederive_eps=rederive_eps).clamp(-1, 1).cpu())
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + first + 500_009)
+        out.append(SAMPLERS[sampler](network, x, schedule, generator=generator, **options).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

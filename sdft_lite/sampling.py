@@ -119,6 +119,11 @@ def ancestral_sample(model, x: torch.Tensor, schedule: Schedule, clip_denoised: 
     return x
 
 
+# the samplers by name (``generate(..., sampler=...)``, ``sdft-lite sample --sampler``); each is
+# f(model, x_T, schedule, generator=..., callback=...) → x_0. A new sampler is a function here and a line below.
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddim": ddim_sample, "ancestral": ancestral_sample}
+
+
 def nearest_position(schedule: Schedule, timestep: int) -> int:
     """The position whose original timestep is closest to ``timestep``."""
     return int((schedule.timesteps - timestep).abs().argmin())

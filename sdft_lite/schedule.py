@@ -77,12 +77,6 @@ class Schedule:
         """Coefficient of x_t in the posterior mean: (1 − ᾱ_{t−1}) √α_t / (1 − ᾱ_t)."""
         return (1.0 - self.alphas_cumprod_prev) * torch.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
 
-    def index_of(self, t: torch.Tensor) -> torch.Tensor:
-        """Map original timesteps t: [B] long to positions in this (possibly respaced) schedule."""
-        positions = torch.searchsorted(self.timesteps.to(t.device), t)
-        if not torch.equal(self.timesteps.to(t.device)[positions.clamp(max=len(self) - 1)], t):
-            raise ValueError("some timesteps are not kept by this schedule")
-        return positions
 
 
 def beta_schedule(name: str, num_steps: int = 1000) -> torch.Tensor:

@@ -26,40 +26,43 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
+from .assets import asset_path
+from . import figures
 from .config import pick_device, pick_precision
 from .data import ImageSet, batch_indices, load_image_folder, random_flip
 from .schedule import make_schedule
-from .sdft import SDFTConfig, sdft_losses
+from .sdft import SDFTConfig, SkipLightAux, every_aux, sdft_losses
 from .unet import UNetConfig, UNetModel
-from .weighting import Weighting
+from .weighting import weighting_spec
 
 MODES = ("scratch", "naive", "sdft")
+SYNTHFACES_SOURCE = "synthfaces/source_demo32.pt"   # the shipped SynthFaces source model
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
 
 
+class ResumeMismatchError(ValueError):
+    """``--resume`` with settings that would change the data or noise stream of the stored run."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run needs; stored in every checkpoint. Named presets below."""
+    """Everything a run needs, end to end: the U-Net (``unet``), the loss (``loss``), the optimisation and the
+    run's files; stored in every checkpoint. An experiment is a preset plus overrides, e.g.
+    ``TrainConfig.synthfaces_quick(mode="sdft", loss=SDFTConfig.symmetric(3.0))``.
 
-    mode: str = "sdft"
+    For ``scratch`` and ``naive`` the loss's λ are set to 0 (the teacher is not used), so two configs that train
+    the same way are equal."""
+
+    mode: str = "sdft"                        # scratch | naive | sdft
     data_dir: str = ""
+    num_images: int = 0                       # use the first N images of the folder (0 = all)
     out_dir: str = "runs/sdft"
     source_checkpoint: str | None = None      # ffhq_p2.pt for the paper; required for naive / sdft
     unet: UNetConfig = field(default_factory=lambda: UNetConfig.ffhq256().replace(dropout=0.1))
-    # the SDFT loss (method-spec §1.2–1.3); ignored for scratch / naive
-    lambda_distill: float = 0.1
-    gamma_distill: float = 3.0
-    lambda_aux: float = 0.1
-    gamma_aux: float = 50.0
-    distill_weighting: str = "p2"             # p2 | constant | min_snr, for both terms (Table 4 ablation)
-    min_snr_gamma: float = 5.0                # γ of min-SNR-γ when distill_weighting = min_snr
-    p2_k: float = 1.0
-    p2_gamma: float = 0.0                     # P2 weight on L_simple (0 in SDFT fine-tuning)
-    aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact)
-    aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
+    loss: SDFTConfig = field(default_factory=SDFTConfig.metfaces)
     noise_schedule: str = "linear"
     # optimisation
     steps: int = 10_000
@@ -67,12 +70,14 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 2e-5
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int = 0                     # linear warm-up: lr · (step + 1) / warmup_steps for the first steps
     grad_clip: float = 0.0                    # 0 = off (the authors do not clip)
     ema_rate: float = 0.9999
     precision: str = "auto"                   # auto | fp32 | bf16 | fp16
     channels_last: bool = False               # CUDA only; measured slower for the ADM U-Net on an H100
     compile: bool = False                     # CUDA only: torch.compile (~3 min to compile; 1.6x on an H100)
+    aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact; eager only)
+    aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
     seed: int = 0
     # feedback and checkpoints
     log_every: int = 10
@@ -83,6 +88,12 @@ class TrainConfig:
     sample_steps: str = "ddim40"
     progress: bool = True
 
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode != "sdft" and self.loss.needs_teacher:
+            object.__setattr__(self, "loss", dataclasses.replace(self.loss, lambda_distill=0.0, lambda_aux=0.0))
+
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
     def metfaces(cls, **overrides) -> "TrainConfig":
@@ -90,50 +101,64 @@ class TrainConfig:
         λ_aux 0.1, γ_aux 50, dropout 0.1, 10k iterations (the reported values), DDIM-40 samples; compiled on
         GPUs (the compiled step is 1.6x the eager one on an H100)."""
         base = dict(mode="sdft", data_dir="data/metfaces256", out_dir="runs/metfaces_sdft",
-                    source_checkpoint="models/ffhq_p2.pt", compile=True)
+                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.metfaces(), compile=True)
         return cls(**{**base, **overrides})
 
     @classmethod
     def aahq(cls, **overrides) -> "TrainConfig":
-        """AAHQ subset (1,437 images): as MetFaces with λ_aux 0.3 (method-spec §1.3: the reported value is unknown)."""
+        """AAHQ subset (1,437 images): as MetFaces with λ_aux 0.3 (the value behind the paper's AAHQ numbers is
+        not stated)."""
         base = dict(mode="sdft", data_dir="data/aahq256", out_dir="runs/aahq_sdft",
-                    source_checkpoint="models/ffhq_p2.pt", lambda_aux=0.3, compile=True)
+                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.aahq(), compile=True)
         return cls(**{**base, **overrides})
 
     @classmethod
     def tiny(cls, **overrides) -> "TrainConfig":
-        """A CPU-sized run for tests and quick mode: the tiny U-Net at 32 px."""
+        """A CPU-sized run for tests: the tiny U-Net at 32 px, 20 steps of 4 images, EMA rate 0.99."""
         base = dict(unet=UNetConfig.tiny().replace(dropout=0.1), steps=20, batch_size=4, lr=1e-4,
                     log_every=1, save_every=10, sample_every=0, sample_num=4, sample_steps="ddim10", ema_rate=0.99)
         return cls(**{**base, **overrides})
 
-    def _weighting(self, gamma: float) -> Weighting:
-        if self.distill_weighting == "p2":
-            return Weighting("p2", gamma, self.p2_k)
-        if self.distill_weighting == "min_snr":
-            return Weighting("min_snr", self.min_snr_gamma)
-        return Weighting(self.distill_weighting)
-
-    def sdft_config(self) -> SDFTConfig:
-        """The loss of this run: SDFT's for mode sdft, the plain diffusion loss otherwise."""
-        mse_weighting = Weighting("p2", self.p2_gamma, self.p2_k)
-        if self.mode != "sdft":
-            return SDFTConfig(lambda_distill=0.0, lambda_aux=0.0, mse_weighting=mse_weighting)
-        return SDFTConfig(lambda_distill=self.lambda_distill, distill_weighting=self._weighting(self.gamma_distill),
-                          lambda_aux=self.lambda_aux, aux_weighting=self._weighting(self.gamma_aux),
-                          mse_weighting=mse_weighting, aux_skip_below=self.aux_skip_below,
-                          aux_bucket=self.aux_bucket)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["unet"] = self.unet.to_flags()
-        return d
+    @classmethod
+    def synthfaces_full(cls, **overrides) -> "TrainConfig":
+        """Fine-tuning the shipped SynthFaces source model (the demo32 U-Net) on 1,300 limited-target portraits,
+        as the book's GPU benchmark does: 800 steps of batch 128 at lr 1e-4, EMA 0.999, SDFT λ_d = λ_aux = 1,
+        auxiliary samples of negligible weight (< 1e-6) skipped. The data is rendered in memory by
+        ``experiments.zoo`` (no data_dir)."""
+        base = dict(mode="sdft", num_images=1300, source_checkpoint=str(asset_path(SYNTHFACES_SOURCE)),
+                    unet=UNetConfig.demo32().replace(dropout=0.1), loss=SDFTConfig.symmetric(1.0), steps=800,
+                    batch_size=128, lr=1e-4, ema_rate=0.999, aux_skip_below=1e-6, save_every=0, sample_every=0,
+                    progress=False)
+        return cls(**{**base, **overrides})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["unet"] = UNetConfig.from_flags(d["unet"])
-        return cls(**d)
+    def synthfaces_quick(cls, **overrides) -> "TrainConfig":
+        """The CPU-sized version of :meth:`synthfaces_full`: 150 steps of batch 32 at lr 3e-4 (about 1 and 4
+        minutes for naive and SDFT on 2 cores); the chapters' quick mode and the demo."""
+        return cls.synthfaces_full(**{"steps": 150, "batch_size": 32, "lr": 3e-4, **overrides})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values: the U-Net as guided-diffusion flags, weightings as their specs ('p2:3:1')."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["unet"] = self.unet.to_flags()
+        d["loss"] = {f.name: weighting_spec(v) if callable(v) else v
+                     for f in dataclasses.fields(self.loss) for v in [getattr(self.loss, f.name)]}
+        return d
+
+    def check_resumable_from(self, stored: dict) -> None:
+        """Refuse to resume a run whose data or noise stream would differ: the promise that a resumed run equals
+        the uninterrupted one holds only for the same values of :data:`STREAM_FIELDS`."""
+        mine = self.to_dict()
+        differ = [f"{name}: stored {stored.get(name)!r}, now {mine[name]!r}" for name in STREAM_FIELDS
+                  if name in stored and stored[name] != mine[name]]
+        if differ:
+            raise ResumeMismatchError(f"cannot resume {self.out_dir}: {'; '.join(differ)} (these change the data "
+                                      "or noise stream); use the stored values or another --out-dir")
+
+
+# the fields that decide which images, flips, t, ε and dropout masks each step draws
+STREAM_FIELDS = ("mode", "data_dir", "num_images", "seed", "batch_size", "grad_accum", "noise_schedule", "unet",
+                 "loss")
 
 
 # ---- distributed helpers ---------------------------------------------------------------------------
@@ -166,15 +191,21 @@ def init_distributed() -> Dist:
 def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
     """(student, teacher): the student from the source checkpoint (naive / sdft) or random (scratch); the
     teacher is a frozen copy of the source, only for sdft."""
-    if config.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
     if config.mode == "scratch":
-        return UNetModel(config.unet), None
+        with torch.random.fork_rng(devices=[]):   # the initial weights are a function of the seed alone
+            torch.manual_seed(config.seed)
+            return UNetModel(config.unet), None
     if not config.source_checkpoint:
         raise ValueError(f"mode {config.mode!r} needs --source-checkpoint (the model to fine-tune)")
     source = ckpt.load_unet(config.source_checkpoint, config.unet)
     teacher = copy.deepcopy(source).eval().requires_grad_(False) if config.mode == "sdft" else None
     return source.train(), teacher
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What the optimiser, gradient clipping and the EMA update see: the parameters that require gradients (all of
+    them, unless an adapter such as LoRA froze the base weights)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def checkpoint_paths(out_dir: Path) -> list[Path]:
@@ -203,9 +234,11 @@ class Trainer:
                              f"({self.dist.world} × {config.grad_accum})")
         if config.mode != "scratch" and config.source_checkpoint:
             ckpt.find_weights(config.source_checkpoint)   # a missing source model is reported before data loading
-        self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size)
+        self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size,
+                                                                     limit=config.num_images or None)
         self.schedule = make_schedule(config.noise_schedule)
-        self.loss_config = config.sdft_config()
+        self.select_aux = SkipLightAux(config.aux_skip_below, config.aux_bucket) if config.aux_skip_below > 0 \
+            else every_aux
         self._build()
         self.step = 0
         self.stop_requested = False
@@ -230,7 +263,7 @@ class Trainer:
         if config.compile and device.type == "cuda":
             self._compile()
         fused = device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=config.lr,
                                            weight_decay=config.weight_decay, fused=fused)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)
 
@@ -239,9 +272,9 @@ class Trainer:
         changes the batch shape from step to step, and every new shape recompiles (minutes each), so a compiled
         run computes every auxiliary sample: on an H100 that is still 1.6x the eager step with skipping
         (bench/results/speed_compile_{train,sampling}_h100.json)."""
-        if self.loss_config.aux_skip_below > 0:
+        if self.select_aux is not every_aux:
             print("--compile: computing every auxiliary sample (aux_skip_below ignored: one static batch shape)")
-            self.loss_config = dataclasses.replace(self.loss_config, aux_skip_below=0.0)
+            self.select_aux = every_aux
         self.ddp_model = torch.compile(self.ddp_model)
         if self.teacher is not None:
             self.teacher = torch.compile(self.teacher)
@@ -250,8 +283,7 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "config": self.config.to_dict(), "unet_config": self.config.unet.to_flags(),
-                "ema_rate": self.config.ema_rate, "torch_rng": torch.get_rng_state()}
+                "step": self.step, "config": self.config.to_dict(), "unet_config": self.config.unet.to_flags()}
 
     def save(self) -> Path | None:
         if not self.dist.main:
@@ -267,6 +299,7 @@ class Trainer:
         if not paths:
             return False
         state = torch.load(paths[-1], map_location=self.device, weights_only=True)
+        self.config.check_resumable_from(state.get("config", {}))
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -306,7 +339,8 @@ class Trainer:
             sync = nullcontext() if micro == c.grad_accum - 1 or self.dist.world == 1 else self.ddp_model.no_sync()
             with sync:
                 with autocast:
-                    terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, self.loss_config)
+                    terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, c.loss,
+                                        c.unet.prediction, self.select_aux)
                 loss = terms["loss"].mean() / c.grad_accum
                 self.scaler.scale(loss).backward()
             for name, value in terms.items():
@@ -319,7 +353,7 @@ class Trainer:
                 f"is {kept[-1] if kept else 'none (no checkpoint was written yet)'}; try a lower --lr or --precision fp32")
         if c.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), c.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -329,9 +363,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self):
-        params = [p for p in self.model.parameters()]
-        ema = [p for p in self.ema.parameters()]
-        torch._foreach_lerp_(ema, params, 1.0 - self.config.ema_rate)
+        """ema ← ema + (1 − rate)(θ − ema) for every trained parameter (the frozen ones never differ)."""
+        trained = [(e, p) for e, p in zip(self.ema.parameters(), self.model.parameters()) if p.requires_grad]
+        torch._foreach_lerp_([e for e, _ in trained], [p for _, p in trained], 1.0 - self.config.ema_rate)
 
     # ---- feedback --------------------------------------------------------------------------------
     def sample_grid(self) -> Path | None:
@@ -395,7 +429,7 @@ class Trainer:
         if self.dist.world > 1:
             result["replicas_identical"] = self.replicas_identical()
         if self.dist.main and not self.stop_requested:
-            plot_losses(self.out_dir / "log.jsonl", self.out_dir / "loss.png")
+            figures.save(figures.loss_curves(read_log(self.out_dir / "log.jsonl")), self.out_dir / "loss.png", dpi=100)
         return result
 
     def _memory(self) -> dict[str, float]:
@@ -434,26 +468,9 @@ def _progress(config: TrainConfig, start: int, main: bool):
     return tqdm(total=config.steps, initial=start, desc=config.mode, dynamic_ncols=True)
 
 
-def plot_losses(log_path: Path, out_path: Path) -> Path | None:
-    """The loss terms of a run's log.jsonl against the step, on a log scale."""
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    if not records:
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [r["step"] for r in records]
-    for name in ("loss", "mse", "vb", "distill", "aux"):
-        values = [r.get(name, 0.0) for r in records]
-        if any(v > 0 for v in values):
-            ax.plot(steps, values, label=name)
-    ax.set(xlabel="step", ylabel="loss (per-sample mean)", yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a run's ``log.jsonl``: one dict of loss terms (and speed, lr, memory) per logged step."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def train(config: TrainConfig, device: str | None = None, resume: bool = False,

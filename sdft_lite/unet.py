@@ -56,7 +56,7 @@ def _parse_resolutions(value: str | tuple) -> str:
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """guided-diffusion's `create_model` flags (same names and meanings) plus `in_channels`."""
+    """guided-diffusion's `create_model` flags (same names and meanings) plus `in_channels` and `prediction`."""
 
     image_size: int = 256
     num_channels: int = 128
@@ -73,8 +73,11 @@ class UNetConfig:
     use_new_attention_order: bool = False
     use_checkpoint: bool = False
     in_channels: int = 3
+    prediction: str = "eps"  # what the output's first C channels are: eps | v | x0 (old checkpoints: eps)
 
     def __post_init__(self):
+        if self.prediction not in ("eps", "v", "x0"):
+            raise ValueError(f"prediction must be eps, v or x0, got {self.prediction!r}")
         object.__setattr__(self, "channel_mult", _parse_channel_mult(self.channel_mult, self.image_size))
         object.__setattr__(self, "attention_resolutions", _parse_resolutions(self.attention_resolutions))
         sizes = [self.image_size >> level for level in range(len(self.channel_mult))]
@@ -98,9 +101,12 @@ class UNetConfig:
         return dataclasses.replace(self, **changes)
 
     def to_flags(self) -> dict[str, Any]:
-        """Plain flags dict (channel_mult as guided-diffusion's comma string); `from_flags` inverts it."""
+        """Plain flags dict (channel_mult as guided-diffusion's comma string; `prediction` only when not ε, so an
+        ε-model's flags are exactly guided-diffusion's); `from_flags` inverts it."""
         flags = dataclasses.asdict(self)
         flags["channel_mult"] = ",".join(str(m) for m in self.channel_mult)
+        if self.prediction == "eps":   # guided-diffusion's meaning when the flag is absent: its flags stay valid
+            del flags["prediction"]
         return flags
 
     @classmethod
@@ -148,6 +154,10 @@ class UNetConfig:
         return cls(image_size=64, num_channels=64, num_res_blocks=2, channel_mult=(1, 2, 2, 2), learn_sigma=True,
                    attention_resolutions="16,8", num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True)
 
+
+# the one table of U-Net presets, by name (the CLI's --unet-preset choices)
+UNET_PRESETS = {"ffhq256": UNetConfig.ffhq256, "tiny": UNetConfig.tiny, "demo32": UNetConfig.demo32,
+                "small32": UNetConfig.small32, "small64": UNetConfig.small64}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building blocks
@@ -320,7 +330,8 @@ class EmbedSequential(nn.Sequential):
 class UNetModel(nn.Module):
     """ADM U-Net: encoder (`input_blocks`), bottleneck (`middle_block`), decoder with skips (`output_blocks`), `out`.
 
-    forward: x [B, C, H, W], t [B] (original timesteps) -> [B, out_channels, H, W].
+    forward: x [B, C, H, W], t [B] (original timesteps) -> [B, out_channels, H, W]; ``prediction`` (from the
+    config) says whether the first C channels are ε, v or x0 (``sdft_lite.diffusion.call_model`` reads it).
     Runs under bf16/fp16 autocast (GroupNorm stays fp32) and with channels_last inputs; on an H100 the default
     contiguous layout trained faster in eager mode and under torch.compile (FFHQ-256, batch 16).
     """
@@ -328,6 +339,7 @@ class UNetModel(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
+        self.prediction = config.prediction
         base = config.num_channels
         self.emb_channels = 4 * base
         self.time_embed = nn.Sequential(nn.Linear(base, self.emb_channels), nn.SiLU(),

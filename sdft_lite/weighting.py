@@ -1,19 +1,25 @@
-"""Loss weightings as plain functions of the signal-to-noise ratio.
+"""Loss weightings: small callables from the signal-to-noise ratio to a weight.
 
-Each function maps SNR(t) (a float64 tensor of any shape) to a weight of the same shape. With k = 1,
+A weighting maps SNR(t) (a float64 tensor of any shape) to a weight of the same shape. With k = 1,
 1/(k + SNR) = 1 − ᾱ_t, so every P2-family weight is (1 − ᾱ_t)^γ: near 0 at small t (clean images, where
 fine detail is learned) and near 1 at large t (noisy images, where coarse content is decided).
 
-- ``constant``: w = 1 (L_simple of DDPM).
-- ``p2``: w = 1/(k + SNR)^γ (P2 weighting, Choi et al. 2022); SDFT's distillation weight w_d uses γ_d = 3 and
-  its auxiliary weight w_a uses γ_aux = 50 (Hur et al. 2024, method-spec §1.2).
-- ``min_snr``: w = min(SNR, γ)/SNR for ε-prediction (Hang et al. 2023), the paper's Table 4 ablation.
+- :class:`Constant`: w = 1 (L_simple of DDPM).
+- :class:`P2`: w = 1/(k + SNR)^γ (P2 weighting, Choi et al. 2022); SDFT's distillation weight w_d uses γ_d = 3 and
+  its auxiliary weight w_a uses γ_aux = 50 (Hur et al. 2024, Eq. 6–8).
+- :class:`MinSNR`: w = min(SNR, γ)/SNR for ε-prediction (Hang et al. 2023), the paper's Table 4 ablation.
+
+Any callable ``snr → weight`` works where a weighting is expected (a user's own, e.g. ``lambda snr: snr.sqrt()``);
+:data:`WEIGHTINGS` names the built-in ones for the command line (``--distill-weighting p2:3``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
+
+WeightingFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def constant(snr: torch.Tensor) -> torch.Tensor:
@@ -32,29 +38,65 @@ def min_snr(snr: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Weighting:
-    """A named weighting scheme: ``kind`` in {"constant", "p2", "min_snr"} with its γ (and k for P2)."""
+class Constant:
+    """w = 1."""
 
-    kind: str = "p2"
+    def __call__(self, snr: torch.Tensor) -> torch.Tensor:
+        return constant(snr)
+
+    def __str__(self) -> str:
+        return "constant"
+
+
+@dataclass(frozen=True)
+class P2:
+    """w = 1/(k + SNR)^γ; γ = 0 is the constant weight."""
+
     gamma: float = 0.0
     k: float = 1.0
 
     def __call__(self, snr: torch.Tensor) -> torch.Tensor:
-        if self.kind == "constant":
-            return constant(snr)
-        if self.kind == "p2":
-            return p2(snr, self.gamma, self.k)
-        if self.kind == "min_snr":
-            return min_snr(snr, self.gamma)
-        raise ValueError(f"unknown weighting {self.kind!r}; use 'constant', 'p2' or 'min_snr'")
-
-    def of_timesteps(self, schedule, t: torch.Tensor) -> torch.Tensor:
-        """Weights for schedule positions t: [B] long → [B] float32 on t's device."""
-        return self(schedule.snr).to(t.device)[t].float()
+        return p2(snr, self.gamma, self.k)
 
     def __str__(self) -> str:
-        if self.kind == "constant":
-            return "constant"
-        if self.kind == "p2":
-            return f"P2(γ={self.gamma:g}, k={self.k:g})"
+        return f"P2(γ={self.gamma:g}, k={self.k:g})"
+
+
+@dataclass(frozen=True)
+class MinSNR:
+    """w = min(SNR, γ)/SNR."""
+
+    gamma: float = 5.0
+
+    def __call__(self, snr: torch.Tensor) -> torch.Tensor:
+        return min_snr(snr, self.gamma)
+
+    def __str__(self) -> str:
         return f"min-SNR-{self.gamma:g}"
+
+
+WEIGHTINGS: dict[str, type] = {"constant": Constant, "p2": P2, "min_snr": MinSNR}   # the command line's names
+
+
+def parse_weighting(text: str) -> WeightingFn:
+    """'p2:3' → P2(3.0); 'p2:3:1' → P2(3.0, 1.0); 'min_snr:5' → MinSNR(5.0); 'constant' → Constant().
+    The numbers fill the dataclass's fields in order."""
+    name, *numbers = text.strip().split(":")
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; use one of {', '.join(WEIGHTINGS)} (e.g. p2:3, min_snr:5)")
+    return WEIGHTINGS[name](*(float(n) for n in numbers))
+
+
+def weighting_spec(weighting: WeightingFn) -> str:
+    """The inverse of :func:`parse_weighting` for the built-in weightings ('p2:3:1'); for a user's own callable its
+    qualified name (configs record it, the command line cannot rebuild it)."""
+    for name, cls in WEIGHTINGS.items():
+        if type(weighting) is cls:
+            return ":".join([name, *(f"{getattr(weighting, f.name):g}" for f in fields(cls))])
+    return getattr(weighting, "__qualname__", repr(weighting))
+
+
+def weights_at(weighting: WeightingFn, schedule, t: torch.Tensor) -> torch.Tensor:
+    """Weights at schedule positions t: [B] long → [B] float32 on t's device (computed in float64 over the
+    schedule's SNR, then gathered)."""
+    return weighting(schedule.snr).to(t.device)[t].float()

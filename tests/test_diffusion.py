@@ -9,7 +9,7 @@ import torch
 from sdft_lite.diffusion import (p_mean_variance, predict_eps_from_x0, predict_x0_from_eps, q_posterior,
                                  q_sample, training_losses, vb_term)
 from sdft_lite.schedule import make_schedule
-from sdft_lite.weighting import Weighting
+from sdft_lite.weighting import P2
 
 ATOL = 1e-6
 
@@ -98,6 +98,6 @@ def test_p2_weighted_mse_is_the_p2_formula(batch, toy_model):
     x0, noise, t = batch
     s = make_schedule()
     plain = training_losses(toy_model, s, x0, t, noise)["mse"]
-    weighted = training_losses(toy_model, s, x0, t, noise, mse_weighting=Weighting("p2", 0.5, 1.0))["mse"]
+    weighted = training_losses(toy_model, s, x0, t, noise, mse_weighting=P2(0.5, 1.0))["mse"]
     expected = plain / (1.0 + s.snr[t]).pow(0.5).float()
     torch.testing.assert_close(weighted, expected, rtol=1e-6, atol=1e-7)

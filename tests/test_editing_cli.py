@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from sdft_lite.checkpoint import MissingWeightsError
-from sdft_lite.editing import cli
+from sdft_lite.cli import editing as cli
 from sdft_lite.synthfaces.classifier import AttributeClassifier, ClassifierConfig, save_classifier
 from sdft_lite.unet import UNetConfig, UNetModel
 

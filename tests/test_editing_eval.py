@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdft_lite.editing import AsyrpConfig
-from sdft_lite.synthfaces.editing_eval import EditBenchConfig, asyrp_table_row, edit_scores, smile_direction
+from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row, edit_scores, smile_direction
 from sdft_lite.unet import UNetConfig, UNetModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,15 +59,16 @@ def test_compile_is_cuda_only_and_makes_one_static_batch_shape(tmp_path):
     from pathlib import Path
 
     from sdft_lite.data import ImageSet
+    from sdft_lite.sdft import SkipLightAux, every_aux
     from sdft_lite.train import TrainConfig, Trainer
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     data = ImageSet(images, [Path(f"{i}.png") for i in range(4)])
     config = TrainConfig.tiny(mode="scratch", out_dir=str(tmp_path), compile=True, aux_skip_below=1e-6)
     trainer = Trainer(config, device="cpu", data=data)
     assert trainer.ddp_model is trainer.model                   # on a CPU: not compiled
-    trainer.loss_config = dataclasses.replace(trainer.loss_config, aux_skip_below=1e-6)
+    assert isinstance(trainer.select_aux, SkipLightAux)        # eager: negligible aux samples skipped
     trainer._compile()                                         # what a CUDA run does
-    assert trainer.loss_config.aux_skip_below == 0.0           # every aux sample: one batch shape
+    assert trainer.select_aux is every_aux                     # every aux sample: one batch shape
     assert trainer.ddp_model is not trainer.model
 
 

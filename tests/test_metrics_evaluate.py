@@ -8,7 +8,8 @@ import torch
 
 from sdft_lite.metrics import fid
 from sdft_lite.metrics.clip_direction import ClipEncoders, compute_sdir
-from sdft_lite.metrics.evaluate import PairedSettings, add_parser, evaluate
+from sdft_lite.cli.evaluate import add_parser
+from sdft_lite.metrics.evaluate import PairedSettings, evaluate
 from sdft_lite.metrics.fidelity import compute_fidelity
 from sdft_lite.metrics.images import list_images, load_images
 from sdft_lite.metrics.perceptual import build_lpips, compute_lpips

@@ -10,7 +10,7 @@ import torch
 
 from sdft_lite.metrics import fid, weights
 from sdft_lite.metrics.clip_direction import ClipEncoders, compute_sdir
-from sdft_lite.metrics.evaluate import add_parser
+from sdft_lite.cli.evaluate import add_parser
 from sdft_lite.metrics.identity import load_arcface
 from sdft_lite.metrics.perceptual import build_lpips
 from sdft_lite.metrics.weights import MissingWeightsError

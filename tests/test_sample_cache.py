@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdft_lite.synthfaces import benchmark, sample_cache
-from sdft_lite.synthfaces.benchmark import BenchmarkConfig, Evaluator, Instruments, prepare_data
-from sdft_lite.synthfaces.sample_cache import cache_path, cached_images, tensor_digest, weights_digest
-from sdft_lite.synthfaces.zoo import FinetuneSpec, source_model
+from sdft_lite.experiments import benchmark, sample_cache
+from sdft_lite.experiments.benchmark import BenchmarkConfig, Evaluator, Instruments, prepare_data
+from sdft_lite.experiments.sample_cache import cache_path, cached_images, tensor_digest, weights_digest
+from sdft_lite.experiments.zoo import source_model
+from sdft_lite.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
@@ -86,7 +87,7 @@ def test_a_damaged_file_is_recomputed_and_replaced():
 
 def test_evaluator_gives_the_same_results_from_the_cache(monkeypatch):
     config = BenchmarkConfig.quick(num_noises=6, sample_steps="ddim2", num_sdedit=4, sdedit_steps="ddim4",
-                                   num_reference=16, batch_size=4, finetune=FinetuneSpec.quick(num_target=8))
+                                   num_reference=16, batch_size=4, finetune=TrainConfig.synthfaces_quick(num_images=8))
     model = source_model()
     with tempfile.TemporaryDirectory() as workdir:
         data = prepare_data(config, Path(workdir), model.config.image_size)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sdft_lite.schedule import beta_schedule, make_schedule, respace, space_timesteps
-from sdft_lite.weighting import Weighting, min_snr, p2
+from sdft_lite.weighting import P2, MinSNR, min_snr, p2, weights_at
 
 TOL64 = 1e-12
 
@@ -78,12 +78,12 @@ def test_min_snr_weight_is_min_of_snr_and_gamma_over_snr():
     w = min_snr(s.snr, 5.0)
     expected = torch.where(s.snr < 5.0, torch.ones_like(s.snr), 5.0 / s.snr)
     torch.testing.assert_close(w, expected, rtol=1e-12, atol=TOL64)
-    assert str(Weighting("min_snr", 5.0)) == "min-SNR-5"
+    assert str(MinSNR(5.0)) == "min-SNR-5"
 
 
 def test_weighting_of_timesteps_gathers_per_sample():
     s = make_schedule("linear")
     t = torch.tensor([0, 500, 999])
-    w = Weighting("p2", 3.0).of_timesteps(s, t)
+    w = weights_at(P2(3.0), s, t)
     assert w.dtype == torch.float32 and w.shape == (3,)
     torch.testing.assert_close(w, ((1 - s.alphas_cumprod[t]) ** 3).float())

@@ -6,7 +6,7 @@ import torch
 
 from sdft_lite.diffusion import training_losses
 from sdft_lite.schedule import make_schedule
-from sdft_lite.sdft import SDFTConfig, sdft_losses
+from sdft_lite.sdft import SDFTConfig, SkipLightAux, sdft_losses
 from tests.helpers import ToyEpsModel
 
 ATOL = 1e-6
@@ -113,8 +113,8 @@ def test_skipping_negligible_auxiliary_samples_changes_the_loss_by_under_1e_6_re
     t = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3))
     student, teacher = Spy(ToyEpsModel(seed=1)), ToyEpsModel(seed=2)
     exact = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces())["loss"].mean()
-    fast_cfg = SDFTConfig(aux_skip_below=1e-6)   # λ_aux·w_a(t) < 1e-6 ⇔ t < 393 on the linear schedule
-    fast = sdft_losses(student, teacher, s, x0, t, noise, fast_cfg)["loss"].mean()
+    skip = SkipLightAux(threshold=1e-6, bucket=1)   # λ_aux·w_a(t) < 1e-6 ⇔ t < 393 on the linear schedule
+    fast = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces(), select_aux=skip)["loss"].mean()
     assert abs(float((fast - exact).detach())) / float(exact.detach()) < 1e-6
     skipped_batch = student.calls[-1][0].shape[0]
     skipped = 128 - skipped_batch
@@ -126,7 +126,8 @@ def test_bucketed_skipping_keeps_a_multiple_of_the_bucket_and_the_heaviest_sampl
     t = torch.arange(16) * 60 + 30          # 30, 90, ..., 930: t ≥ 393 for 10 of them
     student, teacher = Spy(ToyEpsModel(seed=1)), ToyEpsModel(seed=2)
     exact = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces())["loss"]
-    bucketed = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig(aux_skip_below=1e-6, aux_bucket=4))
+    bucketed = sdft_losses(student, teacher, s, x0, t, noise, SDFTConfig.metfaces(),
+                           select_aux=SkipLightAux(threshold=1e-6, bucket=4))
     inputs, steps = student.calls[-1]
     assert inputs.shape[0] == 16 + 12                        # 10 needed, rounded up to 12
     assert steps[16:].tolist() == t[-12:].tolist()           # the 12 largest t, in batch order

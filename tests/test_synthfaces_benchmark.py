@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 from sdft_lite.synthfaces.attributes import FaceLabels
-from sdft_lite.synthfaces.benchmark import (ABSENT, BenchmarkConfig, format_table, retention, retention_gap,
+from sdft_lite.experiments.benchmark import (ABSENT, BenchmarkConfig, format_table, retention, retention_gap,
                                             run_benchmark, sample_metrics, style_rate, summarize, verdict)
 from sdft_lite.synthfaces.domains import DomainSpec, read_labels, write_domain
-from sdft_lite.synthfaces.zoo import FinetuneSpec
+from sdft_lite.train import TrainConfig
+from sdft_lite.weighting import Constant
 
 DARK_SKIN, EYEWEAR, EXPRESSION = ABSENT
 
@@ -81,17 +82,18 @@ def test_runs_share_one_budget():
     runs = full.runs()
     per_seed = 2 + len(full.lams) + len(full.ablation_weightings) + 1
     assert len(runs) == per_seed * len(full.seeds)
-    assert {(s.steps, s.batch, s.lr, s.num_target) for _, s in runs} == {(800, 128, 1e-4, 1300)}
+    assert {(s.steps, s.batch_size, s.lr, s.num_images) for _, s in runs} == {(800, 128, 1e-4, 1300)}
     modes = {label: spec.mode for label, spec in runs}
     assert modes["scratch"] == "scratch" and modes["naive"] == "naive" and modes["SDFT λ=1, no aux"] == "sdft"
-    assert {spec.aux for label, spec in runs if label.endswith("no aux")} == {False}
-    assert {spec.weighting for label, spec in runs if "constant" in label} == {"constant"}
+    assert {spec.loss.lambda_aux for label, spec in runs if label.endswith("no aux")} == {0.0}
+    assert {(spec.loss.distill_weighting, spec.loss.aux_weighting) for label, spec in runs
+            if "constant" in label} == {(Constant(), Constant())}
 
 
 def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FORCE_TRAIN", raising=False)
-    config = BenchmarkConfig(name="tiny", finetune=FinetuneSpec(steps=1, batch=4, num_target=16), scratch=False,
+    config = BenchmarkConfig(name="tiny", finetune=TrainConfig.synthfaces_full(steps=1, batch_size=4, num_images=16), scratch=False,
                              lams=(1.0,), seeds=(0,), num_noises=6, sample_steps="ddim3", num_sdedit=3,
                              sdedit_steps="ddim4", num_reference=24, grid_rows=3, batch_size=8)
     result = run_benchmark(config, tmp_path / "out", device="cpu", log=None)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sdft_lite.data import load_image_folder
-from sdft_lite.synthfaces import cli
+from sdft_lite.cli import synthfaces as cli
 from sdft_lite.synthfaces.attributes import ATTRIBUTES, FACE_ATTRIBUTES, NUM_LEVELS
 from sdft_lite.synthfaces.domains import DomainSpec, FaceDataset, read_domain, write_domain
 from sdft_lite.synthfaces.preview import save_preview

@@ -6,10 +6,12 @@ import os
 import pytest
 import torch
 
-from sdft_lite.synthfaces import zoo
-from sdft_lite.synthfaces.zoo import FinetuneSpec
+from sdft_lite.experiments import zoo
+from sdft_lite.sdft import SDFTConfig
+from sdft_lite.train import TrainConfig
+from sdft_lite.weighting import Constant
 
-TINY = FinetuneSpec(mode="naive", lam=0.0, steps=2, batch=4, num_target=16, lr=1e-3)
+TINY = TrainConfig.synthfaces_full(mode="naive", steps=2, batch_size=4, num_images=16, lr=1e-3)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
@@ -68,26 +70,37 @@ def test_naive_starts_from_the_source_and_scratch_does_not(counted_trainer):
     assert log and {"loss"} <= set(log[-1])
 
 
-def test_cache_key_tells_settings_apart():
-    base = FinetuneSpec.quick()
-    assert base.key() == FinetuneSpec.quick().key()
+def test_cache_key_tells_settings_apart_and_ignores_where_a_run_reports():
+    base = TrainConfig.synthfaces_quick()
+    assert zoo.key(base) == zoo.key(TrainConfig.synthfaces_quick())
     changed = [dataclasses.replace(base, **change) for change in
-               ({"mode": "naive"}, {"lam": 3.0}, {"seed": 1}, {"steps": 151}, {"weighting": "constant"},
-                {"aux": False}, {"batch": 16}, {"lr": 1e-4}, {"num_target": 1000})]
-    keys = {spec.key() for spec in changed} | {base.key()}
+               ({"mode": "naive"}, {"loss": SDFTConfig.symmetric(3.0)}, {"seed": 1}, {"steps": 151},
+                {"loss": SDFTConfig.symmetric(1.0, distill_weighting=Constant(), aux_weighting=Constant())},
+                {"loss": SDFTConfig.symmetric(1.0, lambda_aux=0.0)}, {"batch_size": 16}, {"lr": 1e-4},
+                {"num_images": 1000}, {"unet": base.unet.replace(prediction="v")})]
+    keys = {zoo.key(config) for config in changed} | {zoo.key(base)}
     assert len(keys) == len(changed) + 1
-    assert base.key().startswith("sdft-lam1-")
+    assert zoo.key(base).startswith("sdft-lam1-")
+    same = [dataclasses.replace(base, **change) for change in
+            ({"out_dir": "elsewhere"}, {"log_every": 1}, {"progress": True}, {"source_checkpoint": "/x.pt"})]
+    assert {zoo.key(config) for config in same} == {zoo.key(base)}
+
+
+def test_naive_and_scratch_configs_drop_the_sdft_coefficients():
+    """mode naive trains the same whatever λ the loss carries: one config, one cache entry."""
+    naive = TrainConfig.synthfaces_quick(mode="naive", loss=SDFTConfig.symmetric(3.0))
+    assert naive == TrainConfig.synthfaces_quick(mode="naive") and not naive.loss.needs_teacher
 
 
 def test_presets(monkeypatch):
-    quick, full = FinetuneSpec.quick(), FinetuneSpec.full()
-    assert (full.steps, full.batch, full.lr) == (800, 128, 1e-4)
-    assert quick.steps < full.steps and quick.batch < full.batch
-    assert FinetuneSpec.quick(lam=3.0).lam == 3.0
+    quick, full = TrainConfig.synthfaces_quick(), TrainConfig.synthfaces_full()
+    assert (full.steps, full.batch_size, full.lr) == (800, 128, 1e-4)
+    assert quick.steps < full.steps and quick.batch_size < full.batch_size
+    assert quick.unet == zoo.source_model().config.replace(dropout=0.1)
     monkeypatch.setenv("SDFT_QUICK", "1")
-    assert FinetuneSpec.default() == quick
+    assert zoo.default_config() == quick
     monkeypatch.setenv("SDFT_QUICK", "0")
-    assert FinetuneSpec.default() == full
+    assert zoo.default_config() == full
 
 
 def test_a_stopped_run_is_not_cached(monkeypatch, tmp_path):
@@ -109,8 +122,8 @@ def test_parallel_fine_tuning_equals_one_run_at_a_time(monkeypatch, tmp_path):
     """finetune_many with two worker processes caches exactly the models finetuned() trains alone."""
     monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
     monkeypatch.delenv("FORCE_TRAIN", raising=False)
-    specs = [TINY, dataclasses.replace(TINY, mode="sdft", lam=1.0, seed=1)]
-    assert sorted(zoo.finetune_many(specs + specs[:1], workers=2, device="cpu")) == sorted(s.key() for s in specs)
+    specs = [TINY, dataclasses.replace(TINY, mode="sdft", loss=SDFTConfig.symmetric(1.0), seed=1)]
+    assert sorted(zoo.finetune_many(specs + specs[:1], workers=2, device="cpu")) == sorted(map(zoo.key, specs))
     assert all(zoo.is_cached(spec) for spec in specs)
     assert zoo.finetune_many(specs, workers=2) == []                     # all cached: nothing to do
     parallel = [weights(zoo.finetuned(spec)) for spec in specs]
@@ -123,16 +136,16 @@ def test_parallel_fine_tuning_equals_one_run_at_a_time(monkeypatch, tmp_path):
 
 # ---- the shipped quick-mode models -----------------------------------------------------------------
 def test_every_quick_model_of_the_chapters_ships_with_the_package():
-    # a change to FinetuneSpec or its quick settings changes the keys: rebuild with bench/prebuild_quick_zoo.py
+    # a change to TrainConfig or its synthfaces presets changes the keys: rebuild with bench/prebuild_quick_zoo.py
     from sdft_lite.assets import asset_path
-    for spec in zoo.chapter_specs():
-        assert zoo.has_prebuilt(spec), f"no shipped model for {spec.key()}"
+    for spec in zoo.chapter_configs():
+        assert zoo.has_prebuilt(spec), f"no shipped model for {zoo.key(spec)}"
         state = torch.load(asset_path(zoo.prebuilt_name(spec)), map_location="cpu", weights_only=True)
-        assert FinetuneSpec(**state["spec"]) == spec and state["log"].strip()
+        assert state["log"].strip()
 
 
 def test_a_shipped_model_is_installed_into_the_cache_instead_of_training(counted_trainer, monkeypatch):
-    spec = FinetuneSpec.quick(mode="naive")
+    spec = TrainConfig.synthfaces_quick(mode="naive")
     assert zoo.is_cached(spec) and not zoo.cached_path(spec).exists()
     model = zoo.finetuned(spec)
     assert counted_trainer == [] and zoo.cached_path(spec).exists()          # nothing trained
@@ -150,7 +163,7 @@ def test_the_shipped_naive_model_is_what_fine_tuning_makes(monkeypatch, tmp_path
     from sdft_lite.sample import generate
     monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
     monkeypatch.setenv("FORCE_TRAIN", "1")
-    spec = FinetuneSpec.quick(mode="naive")
+    spec = TrainConfig.synthfaces_quick(mode="naive")
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, os.cpu_count() or 1))   # as the chapters trained it; twice as fast as one thread
     try:

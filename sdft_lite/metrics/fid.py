@@ -5,7 +5,7 @@ defaults. Here both numbers come from ONE feature extraction per image set:
 
   folder -> clean-fid's loader (uint8 RGB, PIL bicubic per channel in float to 299x299, no re-quantisation)
          -> extractor: [B, 3, 299, 299] in [0, 255] -> features [B, D]
-  FID = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½)                      (frechet_distance, clean-fid's numerics)
+  FID = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½)                      (metrics.frechet)
   KID = mean over 100 random subsets of size m = min(n1, n2, 1000) of the unbiased MMD² with the cubic kernel
         k(x, y) = (xᵀy / D + 1)³                                          (cleanfid.fid.kernel_distance)
 
@@ -33,10 +33,10 @@ from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
-from scipy import linalg
 from torch import nn
 
 from sdft_lite.config import pick_device
+from sdft_lite.metrics.frechet import frechet_distance_of_features
 from sdft_lite.metrics.weights import INCEPTION, find_weights
 from sdft_lite.sample import save_images
 
@@ -190,32 +190,11 @@ def folder_features(folder: str | Path, extractor: FeatureExtractor, device: tor
     return feats.astype(np.float64)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½) for Gaussians N(μ1, Σ1), N(μ2, Σ2); μ: [D], Σ: [D, D].
-
-    Same numerics as clean-fid (and pytorch-fid): SciPy's sqrtm; if that is not finite, retry with eps·I added
-    to both covariances; drop an imaginary part that is only round-off (|Im diag| ≤ 1e-3), else fail.
-    """
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = eps * np.eye(len(mu1))
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm(Σ1 Σ2)")
-        covmean = covmean.real
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
 def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
     """FID of feats1 [N1, D] and feats2 [N2, D]: Fréchet distance of their Gaussian fits (unbiased covariances)."""
-    mu1, sigma1 = feats1.mean(axis=0), np.cov(feats1, rowvar=False)
-    mu2, sigma2 = feats2.mean(axis=0), np.cov(feats2, rowvar=False)
     try:
-        return frechet_distance(mu1, sigma1, mu2, sigma2)
-    except ValueError as error:
+        return frechet_distance_of_features(feats1, feats2)
+    except (ValueError, np.linalg.LinAlgError) as error:
         n, dim = min(len(feats1), len(feats2)), feats1.shape[1]
         raise ValueError(f"FID failed ({error}): with {len(feats1)} and {len(feats2)} images of {dim}-d features "
                          f"the covariances are {'rank-deficient' if n <= dim else 'ill-conditioned'}; use many "

@@ -1,7 +1,8 @@
 """Image folders -> tensors for the metrics: files as ``x: [N, 3, H, W] in [-1, 1]`` (uint8 k -> k / 127.5 − 1).
 
-Writing goes through ``sdft_lite.sample.save_images`` (round((x + 1) · 127.5)), so a tensor saved and loaded
-back is exact for 8-bit images.
+Files are listed and decoded by :mod:`sdft_lite.data` (the same listing training uses, recursive). Writing goes
+through ``sdft_lite.sample.save_images`` (round((x + 1) · 127.5)), so a tensor saved and loaded back is exact for
+8-bit images.
 """
 from __future__ import annotations
 
@@ -10,23 +11,20 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+from .. import data
+from ..data import list_images
 
 
 def load_image(path: str | Path) -> torch.Tensor:
     """One file as [3, H, W] float32 in [-1, 1] (RGB)."""
-    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    array = data.load_image(Path(path)).astype(np.float32)
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
+
+
+def relative_names(folder: Path) -> set[str]:
+    """The images under ``folder`` (recursively) by their path relative to it."""
+    return {p.relative_to(folder).as_posix() for p in list_images(folder)}
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:
@@ -42,8 +40,7 @@ def pair_names(pairs_dir: str | Path) -> list[str]:
     Every input needs an output of the same name and vice versa; a mismatch is an error, not a silent subset.
     """
     pairs_dir = Path(pairs_dir)
-    inputs = {p.name for p in list_images(pairs_dir / "input")}
-    outputs = {p.name for p in list_images(pairs_dir / "output")}
+    inputs, outputs = relative_names(pairs_dir / "input"), relative_names(pairs_dir / "output")
     if inputs != outputs:
         only_in, only_out = sorted(inputs - outputs)[:5], sorted(outputs - inputs)[:5]
         raise ValueError(f"{pairs_dir}: input/ and output/ must hold the same file names; "

@@ -131,8 +131,3 @@ def find_weights(weight: WeightFile, explicit: str | os.PathLike | None = None) 
         if candidate.is_file():
             return candidate
     raise weight.missing_error()
-
-
-def is_present(weight: WeightFile) -> bool:
-    """True when ``weight`` is in one of its search folders (checks the disk only, never the network)."""
-    return any((folder / weight.filename).is_file() for folder in weight.search_dirs())

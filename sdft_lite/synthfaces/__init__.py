@@ -12,15 +12,15 @@ from .attributes import ATTRIBUTES, FACE_ATTRIBUTES, NUM_LEVELS, FaceLabels
 from .classifier import AttributeClassifier, ClassifierConfig, load_classifier, save_classifier, train_classifier
 from .domains import DomainSpec, FaceDataset, read_domain, read_labels, write_domain
 from .preview import save_preview
-from .realism import (RealismConfig, RealismNet, frechet_distance, load_feature_extractor, load_realism,
-                      make_feature_extractor, realism_extractor_factory, save_realism, train_realism,
+from .realism import (RealismConfig, RealismNet, load_feature_extractor, load_realism,
+                      make_feature_extractor, save_realism, train_realism,
                       validate_realism)
 from .renderer import render, to_tensor, to_uint8
 
 __all__ = [
     "ATTRIBUTES", "FACE_ATTRIBUTES", "NUM_LEVELS", "FaceLabels", "AttributeClassifier", "ClassifierConfig",
     "load_classifier", "save_classifier", "train_classifier", "DomainSpec", "FaceDataset", "read_domain",
-    "read_labels", "write_domain", "save_preview", "RealismConfig", "RealismNet", "frechet_distance",
-    "load_feature_extractor", "load_realism", "make_feature_extractor", "realism_extractor_factory",
+    "read_labels", "write_domain", "save_preview", "RealismConfig", "RealismNet",
+    "load_feature_extractor", "load_realism", "make_feature_extractor",
     "save_realism", "train_realism", "validate_realism", "render", "to_tensor", "to_uint8",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data import ImageSet
 from .attributes import ATTRIBUTES, FACE_ATTRIBUTES, FaceLabels
 from .renderer import render_floats, to_tensor, to_uint8
 
@@ -141,3 +142,13 @@ def read_domain(folder: str | Path) -> tuple[np.ndarray, FaceLabels]:
         with Image.open(Path(folder) / name) as image:
             images.append(np.asarray(image.convert("RGB")))
     return np.stack(images), labels
+
+def render_domain(spec: DomainSpec, n: int, size: int, seed: int = 0, split: str = "train",
+                  chunk: int = 5000) -> ImageSet:
+    """``n`` faces of a domain as an in-memory uint8 ImageSet (no files), rendered in chunks."""
+    parts = []
+    for start in range(0, n, chunk):
+        floats, _ = spec.render(range(start, min(n, start + chunk)), size, seed, split)
+        parts.append(torch.from_numpy(np.round(floats * 255).astype(np.uint8)))
+    images = torch.cat(parts)
+    return ImageSet(images, [Path(f"{spec.name}/{split}/{i:06d}") for i in range(n)])

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..checkpoint import MissingWeightsError
 from ..config import home, pick_device, quick_mode
+from ..metrics.frechet import frechet_distance_of_features
 from .attributes import FACE_ATTRIBUTES, NUM_LEVELS
 from .degrade import add_noise, color_shift, gaussian_blur, pixelate
 from .domains import DomainSpec
@@ -181,29 +182,15 @@ def make_feature_extractor(model: nn.Module, batch_size: int = 500, input_range:
     return extract
 
 
-def frechet_distance(features_a, features_b) -> float:
-    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), in float64. features: [N, D] and [M, D]."""
-    a = np.asarray(features_a, dtype=np.float64)
-    b = np.asarray(features_b, dtype=np.float64)
-    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    eigenvalues, eigenvectors = np.linalg.eigh(cov_a)
-    sqrt_a = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
-    cross = np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)           # eigenvalues of Σ_a^½ Σ_b Σ_a^½ ≥ 0
-    trace_sqrt = np.sqrt(np.clip(cross, 0.0, None)).sum()
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
-
-
 def realism_score(extractor: FeatureExtractor, images, reference_features: torch.Tensor) -> float:
     """Fréchet distance between the features of ``images`` and precomputed reference features (lower = more real)."""
-    return frechet_distance(extractor(images), reference_features)
+    return frechet_distance_of_features(extractor(images), reference_features)
 
 
 # ---- validation ------------------------------------------------------------------------------------------
 
 REAL_SETS = ("full portraits (held-out)", "limited portraits (held-out)")
 FAKE_SETS = ("photo source", "blurred portraits", "noised portraits")
-EXTRA_SETS = ("pixelated portraits",)             # a damage never seen in training: scored, not part of the test
 VALIDATION_BLUR, VALIDATION_NOISE = 1.0, 0.08    # blur in px at 32 px; noise std in [0, 1] units
 CLEARLY_WORSE = 3.0                               # every fake set must score ≥ 3x the worst real set
 
@@ -248,7 +235,7 @@ def validate_realism(extractor: FeatureExtractor, size: int = 32, n: int = 1000,
     scores, passed, gap = {}, {}, {}
     for reference, images in reference_sets(size, n, seed).items():
         reference_features = extractor(images)
-        scores[reference] = {name: significant(frechet_distance(f, reference_features)) for name, f in features.items()}
+        scores[reference] = {name: significant(frechet_distance_of_features(f, reference_features)) for name, f in features.items()}
         worst_real = max(scores[reference][name] for name in REAL_SETS)
         best_fake = min(scores[reference][name] for name in FAKE_SETS)
         passed[reference] = bool(best_fake >= CLEARLY_WORSE * worst_real)
@@ -288,8 +275,3 @@ def load_feature_extractor(path: str | Path | None = None, device: str | torch.d
                                   "train it: sdft-lite synthfaces train-instruments --out DIR",
                                   str(default_realism_path()), searched=(path,))
     return make_feature_extractor(load_realism(path, device), input_range=input_range)
-
-
-def realism_extractor_factory(device: torch.device) -> FeatureExtractor:
-    """For ``metrics.register_extractor("synthfaces-realism", ...)``: inputs [B, 3, H, W] float in [0, 255]."""
-    return load_feature_extractor(None, device, input_range="0..255")

@@ -100,7 +100,7 @@ def str_list(text: str) -> tuple[str, ...]:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from .domains import DomainSpec, write_domain
+    from ..synthfaces.domains import DomainSpec, write_domain
     spec = DomainSpec.named(args.domain)
     out = write_domain(spec, args.out_dir, args.n, args.size, args.seed, args.split)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -109,8 +109,8 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_train_instruments(args: argparse.Namespace) -> int:
-    from .classifier import save_classifier, train_classifier
-    from .realism import REALISM_FILE, make_feature_extractor, save_realism, train_realism, validate_realism
+    from ..synthfaces.classifier import save_classifier, train_classifier
+    from ..synthfaces.realism import REALISM_FILE, make_feature_extractor, save_realism, train_realism, validate_realism
     out, device = Path(args.out).expanduser(), pick_device(args.device)
     classifier, classifier_report = train_classifier(args.size, args.steps, args.batch, device, args.seed,
                                                      eval_images=args.eval_images)
@@ -131,7 +131,8 @@ def run_train_instruments(args: argparse.Namespace) -> int:
 
 
 def run_train_source(args: argparse.Namespace) -> int:
-    from .source import UNET_PRESETS, train_source
+    from ..experiments.source_model import train_source
+    from ..unet import UNET_PRESETS
     info = train_source(args.out, UNET_PRESETS[args.unet_preset](), args.steps, args.batch, args.lr,
                         args.num_images, args.seed, args.device)
     print(json.dumps(info, indent=2))
@@ -139,7 +140,7 @@ def run_train_source(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from .preview import save_preview
+    from ..synthfaces.preview import save_preview
     print(save_preview(args.out, args.size, args.count, args.seed, args.zoom))
     return 0
 
@@ -148,7 +149,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..config import quick_mode
-    from .benchmark import BenchmarkConfig, default_workers, report, run_benchmark
+    from ..experiments.benchmark import BenchmarkConfig, default_workers, report, run_benchmark
     device = pick_device(args.device)
     preset = args.preset or ("full" if device.type == "cuda" and not quick_mode() else "quick")
     config = BenchmarkConfig.full() if preset == "full" else BenchmarkConfig.quick()

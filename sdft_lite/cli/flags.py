@@ -20,8 +20,11 @@ def _parse_bool(text: str) -> bool:
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
-                        help_text: dict[str, str] | None = None, group_title: str | None = None) -> None:
-    """Add ``--field-name`` for every simple field of ``cls`` with default None (None = keep the preset's value)."""
+                        help_text: dict[str, str] | None = None, group_title: str | None = None,
+                        formats: dict | None = None) -> None:
+    """Add ``--field-name`` for every field of ``cls`` with default None (None = keep the preset's value). A field
+    that is not int, float, str or bool is read as a string (the caller parses it) and its default shown through
+    ``formats[name]``."""
     group = parser.add_argument_group(group_title) if group_title else parser
     hints = typing.get_type_hints(cls)
     defaults = cls()
@@ -35,6 +38,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
             base = str
         kind = _parse_bool if base is bool else base
         default = getattr(defaults, f.name)
+        if formats and f.name in formats:
+            default = formats[f.name](default)
         doc = (help_text or {}).get(f.name, "")
         group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, metavar=base.__name__.upper(),
                            help=f"{doc} (default: {default!r})".strip())

@@ -2,30 +2,39 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
-from .cliutil import add_dataclass_flags, overrides_from
-from .train import TrainConfig
-from .unet import UNetConfig
+from ..sampling import SAMPLERS
+from ..sdft import SDFTConfig
+from ..train import TrainConfig
+from ..unet import UNET_PRESETS, UNetConfig
+from ..weighting import WEIGHTINGS, parse_weighting, weighting_spec
+from .flags import add_dataclass_flags, overrides_from
 
-UNET_PRESETS = ["ffhq256", "tiny", "demo32", "small32", "small64"]
 PRESETS = {"metfaces": TrainConfig.metfaces, "aahq": TrainConfig.aahq, "tiny": TrainConfig.tiny,
            "none": TrainConfig}
 
+WEIGHTING_FIELDS = {"distill_weighting", "aux_weighting", "mse_weighting"}
+LOSS_HELP = {
+    "lambda_distill": "λ_d, weight of the distillation term",
+    "lambda_aux": "λ_aux, weight of the auxiliary (pure-noise input) term; 0 turns it off",
+    "distill_weighting": f"w_d(t), NAME[:γ[:k]] with NAME in {' | '.join(WEIGHTINGS)} (e.g. p2:3, min_snr:5)",
+    "aux_weighting": "w_a(t), as --distill-weighting", "mse_weighting": "weight of L_simple, as --distill-weighting",
+}
 TRAIN_HELP = {
     "mode": "scratch | naive | sdft",
     "data_dir": "folder of target images (searched recursively)",
     "out_dir": "where checkpoints, log.jsonl, samples/ and loss.png go",
     "source_checkpoint": "source model: guided-diffusion .pt (e.g. ffhq_p2.pt) or an sdft-lite checkpoint",
-    "lambda_distill": "λ_d, weight of the distillation term", "gamma_distill": "γ_d of w_d(t) = 1/(k+SNR)^γ_d",
-    "lambda_aux": "λ_aux, weight of the auxiliary (pure-noise input) term; 0 turns it off",
-    "gamma_aux": "γ_aux of w_a(t)", "distill_weighting": "p2 | constant | min_snr (for both terms)",
+    "num_images": "use the first N images of --data-dir (0 = all)",
     "batch_size": "global batch over all GPUs and accumulation steps", "grad_accum": "gradient accumulation steps",
     "precision": "auto (bf16 on recent GPUs, fp16 on T4, fp32 on CPU) | fp32 | bf16 | fp16",
     "ema_rate": "EMA decay; samples and checkpoints keep raw and EMA weights (the authors evaluated raw)",
     "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact; eager only)",
+    "aux_bucket": "round the kept auxiliary samples up to a multiple of this (fewer batch shapes)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
     "save_every": "checkpoint every N steps (and at the end)", "keep_last": "checkpoints kept",
@@ -43,9 +52,11 @@ def add_parser(subparsers) -> None:
                             "tiny: a CPU-sized run")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out-dir")
     train.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    train.add_argument("--unet-preset", choices=UNET_PRESETS, default=None,
+    train.add_argument("--unet-preset", choices=sorted(UNET_PRESETS), default=None,
                        help="U-Net architecture preset (default: the training preset's)")
-    add_dataclass_flags(train, TrainConfig, skip=("unet",), help_text=TRAIN_HELP, group_title="training")
+    add_dataclass_flags(train, TrainConfig, skip=("unet", "loss"), help_text=TRAIN_HELP, group_title="training")
+    add_dataclass_flags(train, SDFTConfig, help_text=LOSS_HELP, group_title="the SDFT loss (Eq. 6; ignored by "
+                        "scratch / naive)", formats={f: weighting_spec for f in WEIGHTING_FIELDS})
     add_dataclass_flags(train, UNetConfig, group_title="U-Net (guided-diffusion flag names)")
     train.set_defaults(func=run_train)
 
@@ -55,6 +66,8 @@ def add_parser(subparsers) -> None:
     sample.add_argument("--num", type=int, default=64)
     sample.add_argument("--batch", type=int, default=64)
     sample.add_argument("--steps", default="ddim40", help="respacing, e.g. ddim40, ddim100, 250")
+    sample.add_argument("--sampler", choices=list(SAMPLERS), default="ddim",
+                        help="ddim (deterministic for --eta 0) or ancestral (DDPM) on the --steps respacing")
     sample.add_argument("--eta", type=float, default=0.0)
     sample.add_argument("--seed", type=int, default=0, help="image i starts from x_T seeded by (seed, i)")
     sample.add_argument("--weights", choices=["raw", "ema"], default="raw",
@@ -76,15 +89,20 @@ def add_parser(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = PRESETS[args.preset]()
-    unet = getattr(UNetConfig, args.unet_preset)() if args.unet_preset else config.unet
+    unet = UNET_PRESETS[args.unet_preset]() if args.unet_preset else config.unet
     unet_changes = overrides_from(args, UNetConfig)
     if unet_changes or args.unet_preset:
         unet = unet.replace(**unet_changes)
-    return TrainConfig(**{**config.__dict__, **overrides_from(args, TrainConfig, skip=("unet",)), "unet": unet})
+    loss_changes = overrides_from(args, SDFTConfig)
+    for name in WEIGHTING_FIELDS & loss_changes.keys():
+        loss_changes[name] = parse_weighting(loss_changes[name])
+    loss = dataclasses.replace(config.loss, **loss_changes)
+    return dataclasses.replace(config, **overrides_from(args, TrainConfig, skip=("unet", "loss")), unet=unet,
+                               loss=loss)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from ..train import train
     config = config_from_args(args)
     result = train(config, device=args.device, resume=args.resume)
     print(json.dumps(result))
@@ -94,9 +112,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_unet
-    from .config import pick_device
-    from .sample import generate, save_grid, save_images
+    from ..checkpoint import load_unet
+    from ..config import pick_device
+    from ..sample import generate, save_grid, save_images
     device = pick_device(args.device)
     model = load_unet(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device).eval()
     compiled = args.compile and device.type == "cuda"   # compiling is for GPUs; a CPU runs eagerly
@@ -105,12 +123,13 @@ def run_sample(args: argparse.Namespace) -> int:
     precision = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     start = time.perf_counter()
     images = generate(model, args.num, model.config.image_size, args.steps, args.seed, args.batch, device,
-                      precision=precision, eta=args.eta)
+                      precision=precision, eta=args.eta, sampler=args.sampler)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     save_images(images, out / "images")
     save_grid(images[:64], out / "grid.png")
-    info = {"checkpoint": str(args.checkpoint), "weights": args.weights, "steps": args.steps, "eta": args.eta,
+    info = {"checkpoint": str(args.checkpoint), "weights": args.weights, "sampler": args.sampler,
+            "steps": args.steps, "eta": args.eta,
             "seed": args.seed, "num": args.num, "precision": args.precision, "compiled": compiled,
             "seconds": round(seconds, 2),
             "img_per_s": round(args.num / seconds, 2)}
@@ -120,7 +139,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from .data import prepare_data
+    from ..data import prepare_data
     manifest = prepare_data(args.src, args.dst, args.size)
     print(f"{manifest['written']} of {manifest['found']} images written to {args.dst} at {args.size} px "
           f"({manifest['skipped']} skipped, {manifest['upscaled']} upscaled); manifest.json has the details")

@@ -1,5 +1,6 @@
-"""The ``sdft-lite`` command line. Each command lives beside the code it runs and registers itself here
-through an ``add_parser(subparsers)`` function that sets ``func`` on its parser."""
+"""The ``sdft-lite`` command line: the top layer of the package. Each command is a module of this package with an
+``add_parser(subparsers)`` function that sets ``func`` on its parser; the code it runs lives in the layers below
+(the core, ``editing``, ``metrics``, ``synthfaces``, ``experiments``)."""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +11,18 @@ USER_ERRORS: tuple = ()
 
 # modules providing add_parser(subparsers); order = order in --help
 COMMAND_MODULES = [
-    "sdft_lite.train_cli",
-    "sdft_lite.metrics.evaluate",
-    "sdft_lite.synthfaces.cli",
-    "sdft_lite.editing.cli",
-    "sdft_lite.demo",
+    "sdft_lite.cli.train",
+    "sdft_lite.cli.evaluate",
+    "sdft_lite.cli.synthfaces",
+    "sdft_lite.cli.editing",
+    "sdft_lite.cli.demo",
 ]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointMismatchError, MissingWeightsError
-    from .data import DataError
-    from .train import TrainingDiverged
+    from ..checkpoint import CheckpointMismatchError, MissingWeightsError
+    from ..data import DataError
+    from ..train import TrainingDiverged
     return (DataError, MissingWeightsError, CheckpointMismatchError, TrainingDiverged, FileNotFoundError)
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__
 
 

@@ -17,9 +17,9 @@ import torch
 from ..editing import AsyrpConfig, ClassifierDirection, DeltaBlock, edit_images, train_delta_block
 from ..editing.asyrp import asyrp_schedules, invert
 from ..metrics.fidelity import compute_fidelity
-from .attributes import FACE_ATTRIBUTES
-from .domains import DomainSpec
-from .renderer import to_tensor
+from ..synthfaces.attributes import FACE_ATTRIBUTES
+from ..synthfaces.domains import DomainSpec
+from ..synthfaces.renderer import to_tensor
 
 KEPT = ("skin", "eyewear", "hair", "style")   # attributes the smile edit must not change
 

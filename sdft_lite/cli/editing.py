@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     edit.add_argument("--n-train", type=int, default=100, help="number of training images (Asyrp: 100)")
     edit.add_argument("--delta", help="a trained Δh checkpoint: skip training")
     edit.add_argument("--out", required=True, help="output folder")
-    from .asyrp import AsyrpConfig
+    from ..editing.asyrp import AsyrpConfig
     defaults = AsyrpConfig()
     edit.add_argument("--t-edit", type=int, default=defaults.t_edit)
     edit.add_argument("--t-boost", type=int, default=defaults.t_boost)
@@ -103,10 +103,10 @@ def _load_model(path: str, weights: str, device: torch.device):
 def translate_batch(args, model, source_model, dse, schedule, x0: torch.Tensor, first: int) -> torch.Tensor:
     """One batch of the chosen method; image i's perturbation noise is seeded by (seed, i)."""
     from ..sample import initial_noise
-    from .ddib import ddib_translate
-    from .egsde import EGSDEConfig, egsde_ancestral, egsde_ddim
-    from .lowpass import LowPass
-    from .sdedit import sdedit_ancestral, sdedit_ddim
+    from ..editing.ddib import ddib_translate
+    from ..editing.egsde import EGSDEConfig, egsde_ancestral, egsde_ddim
+    from ..editing.lowpass import LowPass
+    from ..editing.sdedit import sdedit_ancestral, sdedit_ddim
 
     if args.method == "ddib":
         return ddib_translate(source_model, model, x0, schedule)
@@ -126,8 +126,8 @@ def run_translate(args: argparse.Namespace) -> int:
     from ..config import pick_device
     from ..data import load_image_folder
     from ..schedule import make_schedule, respace
-    from .dse import load_dse
-    from .outputs import pair_names, save_pairs_folder, save_rows_grid
+    from ..editing.dse import load_dse
+    from ..editing.outputs import pair_names, save_pairs_folder, save_rows_grid
 
     if args.method == "ddib" and not args.source_model:
         raise SystemExit("translate --method ddib needs --source-model (the encoder)")
@@ -170,7 +170,7 @@ def run_translate(args: argparse.Namespace) -> int:
 
 def parse_direction(spec: str, classifier_path: str | None, clip_model: str, device: torch.device):
     """'classifier:HEAD:SRC:TRG' or 'clip:SRC TEXT:TRG TEXT' → a Direction."""
-    from .directions import ClassifierDirection, ClipDirection, DifferentiableClip
+    from ..editing.directions import ClassifierDirection, ClipDirection, DifferentiableClip
 
     kind, _, rest = spec.partition(":")
     parts = rest.split(":")
@@ -197,9 +197,9 @@ def parse_direction(spec: str, classifier_path: str | None, clip_model: str, dev
 def run_edit(args: argparse.Namespace) -> int:
     from ..config import pick_device
     from ..data import load_image_folder
-    from .asyrp import (AsyrpConfig, DeltaBlock, asyrp_schedules, edit_images, invert, load_delta, save_delta,
+    from ..editing.asyrp import (AsyrpConfig, DeltaBlock, asyrp_schedules, edit_images, invert, load_delta, save_delta,
                         train_delta_block)
-    from .outputs import pair_names, save_pairs_folder, save_rows_grid, slug
+    from ..editing.outputs import pair_names, save_pairs_folder, save_rows_grid, slug
 
     device = pick_device(args.device)
     unet = _load_model(args.model, args.weights, device)
@@ -254,7 +254,7 @@ def run_edit(args: argparse.Namespace) -> int:
 
 def run_train_dse(args: argparse.Namespace) -> int:
     from ..config import pick_device
-    from .dse import DSE_PRESETS, preset_for_size, save_dse, train_dse
+    from ..editing.dse import DSE_PRESETS, preset_for_size, save_dse, train_dse
 
     device = pick_device(args.device)
     preset = preset_for_size(args.size) if args.preset == "auto" else args.preset

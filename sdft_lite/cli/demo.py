@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .config import hardware, pick_device, quick_mode
+from ..config import hardware, pick_device, quick_mode
 
 
 def add_parser(subparsers) -> None:
@@ -38,14 +38,14 @@ def wants_full(full_flag: bool, device_type: str) -> bool:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .synthfaces.benchmark import BenchmarkConfig, default_workers, report, run_benchmark
+    from ..experiments.benchmark import BenchmarkConfig, default_workers, report, run_benchmark
     started = time.perf_counter()
     device = pick_device(args.device)
     full = wants_full(args.full, device.type)
     config = BenchmarkConfig.full() if full else BenchmarkConfig.quick()
     print(f"preset={config.name} device={device} hardware={hardware()}")
     print(f"SynthFaces benchmark, {config.name} preset: {', '.join(dict.fromkeys(l for l, _ in config.runs()))}; "
-          f"{len(config.seeds)} seed(s), {config.finetune.steps} fine-tuning steps × batch {config.finetune.batch}, "
+          f"{len(config.seeds)} seed(s), {config.finetune.steps} fine-tuning steps × batch {config.finetune.batch_size}, "
           f"{config.num_noises} shared noises ({config.sample_steps}), {config.num_sdedit} SDEdit translations")
     if full and device.type != "cuda":
         print("warning: the full benchmark on a CPU takes hours; drop --full for the quick one")

@@ -9,28 +9,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_atomic
-from ..data import ImageSet
 from ..train import TrainConfig, Trainer
 from ..unet import UNetConfig
-from .domains import DomainSpec
-
-UNET_PRESETS = {"demo32": UNetConfig.demo32, "small32": UNetConfig.small32, "tiny": UNetConfig.tiny,
-                "small64": UNetConfig.small64}
-
-
-def render_domain(spec: DomainSpec, n: int, size: int, seed: int = 0, split: str = "train",
-                  chunk: int = 5000) -> ImageSet:
-    """``n`` faces of a domain as an in-memory uint8 ImageSet (no files), rendered in chunks."""
-    parts = []
-    for start in range(0, n, chunk):
-        floats, _ = spec.render(range(start, min(n, start + chunk)), size, seed, split)
-        parts.append(torch.from_numpy(np.round(floats * 255).astype(np.uint8)))
-    images = torch.cat(parts)
-    return ImageSet(images, [Path(f"{spec.name}/{split}/{i:06d}") for i in range(n)])
+from ..synthfaces.domains import DomainSpec, render_domain
 
 
 def export_compact(trainer_checkpoint: str | Path, out: str | Path, info: dict, which: str = "model") -> Path:

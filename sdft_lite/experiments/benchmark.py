@@ -34,21 +34,28 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import figures
 from ..assets import asset_path
 from ..config import hardware, pick_device
 from ..data import load_image_folder
 from ..editing.sdedit import sdedit_ddim
-from ..sample import generate, make_grid
+from ..sample import generate
 from ..schedule import make_schedule, respace
-from .attributes import FACE_ATTRIBUTES, FaceLabels
-from .classifier import AttributeClassifier, load_classifier
-from .domains import DomainSpec, read_labels, write_domain
-from .realism import frechet_distance, load_feature_extractor
+from ..sdft import SDFTConfig
+from ..train import TrainConfig
+from ..weighting import Constant, MinSNR
+from ..synthfaces.attributes import FACE_ATTRIBUTES, FaceLabels
+from ..synthfaces.classifier import AttributeClassifier, load_classifier
+from ..synthfaces.domains import DomainSpec, read_labels, write_domain
+from ..metrics.frechet import frechet_distance_of_features
+from ..synthfaces.realism import load_feature_extractor
 from .sample_cache import cached_images, tensor_digest
-from .zoo import FinetuneSpec, finetune_many, finetuned, is_cached, limited_target, source_model
+from .zoo import finetune_many, finetuned, is_cached, limited_target, source_model
+from .zoo import key as zoo_key
 
 CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
 SOURCE_LABEL = "source"
+ABLATION_WEIGHTINGS = {"constant": Constant(), "min_snr": MinSNR(5.0)}   # the paper's Table 4 (both terms)
 
 
 # ---- what is measured -----------------------------------------------------------------------------------------
@@ -90,7 +97,7 @@ class BenchmarkConfig:
     """Which models, how many seeds and noises, and how they are evaluated."""
 
     name: str = "custom"
-    finetune: FinetuneSpec = FinetuneSpec.full()   # the budget every model gets (mode, λ and seed set per run)
+    finetune: TrainConfig = TrainConfig.synthfaces_full()   # the budget every model gets (mode, loss, seed per run)
     scratch: bool = True                 # a random init of the same U-Net, trained on the limited target
     naive: bool = True
     lams: tuple[float, ...] = (0.1, 1.0, 3.0, 10.0)   # SDFT λ sweep (λ_d = λ_aux), P2 weights, aux on
@@ -113,8 +120,8 @@ class BenchmarkConfig:
         """The CPU demo (≤ 10 min on 2 idle cores with an empty cache): naive vs SDFT λ = 3, 120 fine-tuning steps
         × batch 32 each, one seed, 128 shared noises sampled with DDIM-20, 48 SDEdit translations with DDIM-20
         (10 reverse steps from t = 450). λ = 3 because the paper's λ = 0.1 barely differs from naive on this data
-        (docs/synthfaces-study.md); DDIM-20 because DDIM-10 leaves visible noise in this model's samples."""
-        base = dict(name="quick", finetune=FinetuneSpec.quick(steps=120), scratch=False, lams=(3.0,), seeds=(0,),
+        (the book's reproduction page); DDIM-20 because DDIM-10 leaves visible noise in this model's samples."""
+        base = dict(name="quick", finetune=TrainConfig.synthfaces_quick(steps=120), scratch=False, lams=(3.0,), seeds=(0,),
                     num_noises=128, sample_steps="ddim20", num_sdedit=48, sdedit_steps="ddim20",
                     num_reference=1000, batch_size=128)
         return cls(**{**base, **changes})
@@ -122,31 +129,33 @@ class BenchmarkConfig:
     @classmethod
     def full(cls, **changes) -> "BenchmarkConfig":
         """The GPU benchmark: scratch, naive, the λ sweep and the ablations, 3 seeds, 1,000 noises, DDIM-40."""
-        base = dict(name="full", finetune=FinetuneSpec.full(), lams=(0.1, 0.3, 1.0, 3.0, 10.0),
+        base = dict(name="full", finetune=TrainConfig.synthfaces_full(), lams=(0.1, 0.3, 1.0, 3.0, 10.0),
                     ablation_weightings=("constant", "min_snr"), ablate_aux=True, seeds=(0, 1, 2))
         return cls(**{**base, **changes})
 
-    def runs(self) -> list[tuple[str, FinetuneSpec]]:
-        """(label, spec) of every fine-tuning run, seed by seed."""
-        base, out = self.finetune, []
+    def runs(self) -> list[tuple[str, TrainConfig]]:
+        """(label, config) of every fine-tuning run, seed by seed."""
+        out, lam = [], self.ablation_lam
         for seed in self.seeds:
-            spec = dataclasses.replace(base, seed=seed)
+            def run(mode: str, loss: SDFTConfig = SDFTConfig.naive()) -> TrainConfig:
+                return dataclasses.replace(self.finetune, mode=mode, loss=loss, seed=seed)
             if self.scratch:
-                out.append(("scratch", dataclasses.replace(spec, mode="scratch", lam=0.0)))
+                out.append(("scratch", run("scratch")))
             if self.naive:
-                out.append(("naive", dataclasses.replace(spec, mode="naive", lam=0.0)))
-            for lam in self.lams:
-                out.append((sdft_label(lam), dataclasses.replace(spec, mode="sdft", lam=lam)))
-            for weighting in self.ablation_weightings:
-                out.append((sdft_label(self.ablation_lam, f"{weighting} w"),
-                            dataclasses.replace(spec, mode="sdft", lam=self.ablation_lam, weighting=weighting)))
+                out.append(("naive", run("naive")))
+            out += [(sdft_label(value), run("sdft", SDFTConfig.symmetric(value))) for value in self.lams]
+            for name in self.ablation_weightings:
+                weighting = ABLATION_WEIGHTINGS[name]
+                out.append((sdft_label(lam, f"{name} w"), run("sdft", SDFTConfig.symmetric(
+                    lam, distill_weighting=weighting, aux_weighting=weighting))))
             if self.ablate_aux:
-                out.append((sdft_label(self.ablation_lam, "no aux"),
-                            dataclasses.replace(spec, mode="sdft", lam=self.ablation_lam, aux=False)))
+                out.append((sdft_label(lam, "no aux"), run("sdft", SDFTConfig.symmetric(lam, lambda_aux=0.0))))
         return out
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["finetune"] = self.finetune.to_dict()
+        return d
 
 
 def sdft_label(lam: float, variant: str = "") -> str:
@@ -174,7 +183,7 @@ def write_and_read(spec: DomainSpec, folder: Path, n: int, size: int, split: str
 def prepare_data(config: BenchmarkConfig, data_dir: Path, size: int) -> EvaluationData:
     """Write the limited training target and the held-out sets as image folders and read them back."""
     limited, full, source = DomainSpec.limited_target(), DomainSpec.full_target(), DomainSpec.source()
-    n_train, n_ref = config.finetune.num_target, config.num_reference
+    n_train, n_ref = config.finetune.num_images, config.num_reference
     train_images, train_labels = write_and_read(limited, data_dir / "limited_train", n_train, size, "train")
     if not torch.equal(train_images, limited_target(size, n_train).images):
         raise RuntimeError("the written limited-target folder differs from the data zoo.finetuned trains on")
@@ -205,7 +214,7 @@ class Instruments:
 
     def realism_scores(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
         features = self.realism(images)
-        return {f"{prefix}fd_{name}": frechet_distance(features, ref) for name, ref in self.reference.items()}
+        return {f"{prefix}fd_{name}": frechet_distance_of_features(features, ref) for name, ref in self.reference.items()}
 
 
 def sample_metrics(labels: FaceLabels, source_labels: FaceLabels, samples: torch.Tensor,
@@ -339,7 +348,7 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
         eval_seconds = time.perf_counter() - timer
         log(f"  evaluated in {eval_seconds:.0f} s: retain {metrics['retain_mean']:.2f}, "
             f"style {metrics['style_rate']:.2f}, FD full {metrics['fd_full']:.3g}")
-        runs.append({"label": label, "seed": spec.seed, "spec": dataclasses.asdict(spec), "cache_key": spec.key(),
+        runs.append({"label": label, "seed": spec.seed, "config": spec.to_dict(), "cache_key": zoo_key(spec),
                      "loaded_from_cache": cached, "finetune_seconds": round(train_seconds, 1),
                      "evaluate_seconds": round(eval_seconds, 1), "metrics": metrics})
         if spec.seed == config.seeds[0]:
@@ -351,9 +360,11 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
                   for label in dict.fromkeys(r["label"] for r in runs)}}
     files = {"results": out_dir / "results.json", "records": out_dir / "records.json", "grid": out_dir / "grid.png",
              "sdedit_grid": out_dir / "sdedit_grid.png", "frontier": out_dir / "frontier.png"}
-    save_column_grid(grid_columns, files["grid"], "rows: the same noise; columns: models (DDIM, η = 0)")
-    save_column_grid(sdedit_columns, files["sdedit_grid"], f"SDEdit t0 = {config.sdedit_t0}: input photo → model")
-    save_frontier(summary, config, files["frontier"])
+    figures.save(figures.column_grid(grid_columns, "rows: the same noise; columns: models (DDIM, η = 0)"),
+                 files["grid"])
+    figures.save(figures.column_grid(sdedit_columns, f"SDEdit t0 = {config.sdedit_t0}: input photo → model"),
+                 files["sdedit_grid"])
+    figures.save(frontier_figure(summary, config), files["frontier"])
     wall["total"] = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started      # all threads of this process
     result = {
@@ -421,7 +432,7 @@ def reproduction_records(summary: dict, config: BenchmarkConfig, hardware_name: 
              "chapter": "sdft-lite demo / synthfaces benchmark",
              "metrics": {m: round(stats[m]["mean"], 4) for m in shown if m in stats and stats[m]["n"]},
              "notes": f"{len(config.seeds)} seed(s), {config.num_noises} shared noises, {config.sample_steps}, "
-                      f"{config.finetune.steps} steps × batch {config.finetune.batch}"}
+                      f"{config.finetune.steps} steps × batch {config.finetune.batch_size}"}
             for label, stats in summary.items() if label != SOURCE_LABEL]
 
 
@@ -516,60 +527,16 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def save_column_grid(columns: dict[str, torch.Tensor], path: Path, title: str) -> Path:
-    """One labelled column per model; row r of every column comes from the same noise (or the same input)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    names = list(columns)
-    rows = min(len(images) for images in columns.values())
-    interleaved = torch.stack([columns[name][:rows] for name in names], dim=1).flatten(0, 1)
-    grid = make_grid(interleaved, columns=len(names))
-    figure, axes = plt.subplots(figsize=(1.15 * len(names) + 0.4, 1.15 * rows + 0.8))
-    axes.imshow(grid, interpolation="nearest")
-    cell = grid.shape[1] / len(names)
-    axes.set_xticks([cell * (i + 0.5) for i in range(len(names))],
-                    [name.replace(", ", ",\n") for name in names], fontsize=8)
-    axes.xaxis.tick_top()
-    axes.set_yticks([])
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def save_frontier(summary: dict, config: BenchmarkConfig, path: Path) -> Path:
+def frontier_figure(summary: dict, config: BenchmarkConfig):
     """Mean retention vs realism (FD to the full target) and vs the portrait-style rate; the λ sweep as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    sweep = [sdft_label(lam) for lam in sorted(config.lams) if sdft_label(lam) in summary]
-    for ax, (key, xlabel) in zip(axes, (("fd_full", "realism: FD to held-out full portraits (log, lower = better)"),
-                                        ("style_rate", "portrait-style rate"))):
-        def point(label):
-            s = summary[label]
-            return s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"], s["retain_mean"]["sd"]
-        if sweep:
-            xs, ys, _, _ = zip(*[point(label) for label in sweep])
-            ax.plot(xs, ys, "-", color="tab:green", alpha=0.6, zorder=1)
-        for label in summary:
-            x, y, dx, dy = point(label)
-            colour = ("tab:green" if label.startswith("SDFT") else "tab:red" if label == "naive"
-                      else "tab:gray" if label == SOURCE_LABEL else "tab:purple")
-            ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy,
-                        fmt="o", color=colour, capsize=3, zorder=2)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("retention of absent attributes (mean of 3)")
-        ax.set_ylim(-0.05, 1.08)
-        ax.grid(alpha=0.3)
-    axes[0].set_xscale("log")
+    panels = {"fd_full": "realism: FD to held-out full portraits (log, lower = better)",
+              "style_rate": "portrait-style rate"}
+    points = {key: {label: (s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"], s["retain_mean"]["sd"])
+                    for label, s in summary.items()} for key in panels}
+    colours = {label: "tab:green" if label.startswith("SDFT") else "tab:red" if label == "naive"
+               else "tab:gray" if label == SOURCE_LABEL else "tab:purple" for label in summary}
     seeds = f"{len(config.seeds)} seed{'s' if len(config.seeds) > 1 else ''}"
-    figure.suptitle(f"SynthFaces: keeping what the target lacks vs adopting the target ({seeds}, "
-                    f"{config.num_noises} shared noises, {config.sample_steps})", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figures.frontier(points, panels, "retention of absent attributes (mean of 3)",
+                            f"SynthFaces: keeping what the target lacks vs adopting the target ({seeds}, "
+                            f"{config.num_noises} shared noises, {config.sample_steps})", colours,
+                            line=[sdft_label(lam) for lam in sorted(config.lams)], log_x=("fd_full",))

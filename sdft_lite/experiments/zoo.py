@@ -1,0 +1,158 @@
+"""Train-or-load: the SynthFaces models every chapter and the demo share.
+
+``source_model()`` is the shipped photo-domain model (the stand-in for P2's FFHQ model). ``finetuned(config)``
+fine-tunes it on the limited portrait target (the MetFaces stand-in) — scratch, naive or SDFT — or loads the
+result from the cache (``$SDFT_LITE_HOME/cache/synthfaces``), keyed by every setting of the config, so chapters
+4–8 train each model once. The quick-mode models the chapters use ship with the package (fp16 weights and
+their training logs, made by this same code with ``bench/prebuild_quick_zoo.py``): a cache miss installs the
+shipped copy instead of training, which keeps the quick book short on a CPU. ``FORCE_TRAIN=1`` ignores both and
+trains.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..assets import REGISTRY, asset_path
+from ..checkpoint import load_unet, save_atomic
+from ..config import home, quick_mode
+from ..sdft import SDFTConfig
+from ..train import SYNTHFACES_SOURCE, TrainConfig, Trainer
+from ..unet import UNetModel
+from ..weighting import Constant
+from ..synthfaces.domains import DomainSpec, render_domain
+
+PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>.pt
+RUN_FIELDS = ("out_dir", "data_dir", "source_checkpoint", "progress", "log_every", "save_every", "keep_last",
+              "sample_every", "sample_num", "sample_steps")   # where and how a run reports: not what it trains
+
+
+def default_config(**overrides) -> TrainConfig:
+    """``TrainConfig.synthfaces_quick`` in quick mode (``config.quick_mode``: SDFT_QUICK, else no GPU), else
+    ``synthfaces_full``, with ``overrides``: the chapters' models."""
+    preset = TrainConfig.synthfaces_quick if quick_mode() else TrainConfig.synthfaces_full
+    return preset(**overrides)
+
+
+def key(config: TrainConfig) -> str:
+    """The cache key of a fine-tuning run: its mode and λ_d, then a hash of every setting that changes the weights
+    (the config's dict without :data:`RUN_FIELDS`; the source is always the shipped model)."""
+    identity = {k: v for k, v in config.to_dict().items() if k not in RUN_FIELDS}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config.mode}-lam{config.loss.lambda_distill:g}-{digest}"
+
+
+def source_model() -> UNetModel:
+    """The shipped SynthFaces source model (eval mode, CPU)."""
+    return load_unet(asset_path(SYNTHFACES_SOURCE))
+
+
+def cache_dir() -> Path:
+    return home() / "cache" / "synthfaces"
+
+
+def limited_target(size: int = 32, n: int = 1300, seed: int = 0):
+    """The limited portrait target as an in-memory ImageSet (neutral, no eyewear, two lightest skin tones)."""
+    return render_domain(DomainSpec.limited_target(), n, size, seed)
+
+
+def cached_path(config: TrainConfig) -> Path:
+    """Where ``finetuned(config)`` keeps its model."""
+    return cache_dir() / f"{key(config)}.pt"
+
+
+def chapter_configs() -> list[TrainConfig]:
+    """The quick-mode models chapters 4–8 use (the ones the package ships)."""
+    quick = TrainConfig.synthfaces_quick
+    return [quick(mode="scratch"), quick(mode="naive"), quick(mode="sdft"),
+            quick(mode="sdft", loss=SDFTConfig.symmetric(1.0, lambda_aux=0.0)),
+            quick(mode="sdft", loss=SDFTConfig.symmetric(1.0, distill_weighting=Constant(), aux_weighting=Constant())),
+            quick(mode="sdft", loss=SDFTConfig.symmetric(3.0))]
+
+
+def prebuilt_name(config: TrainConfig) -> str:
+    return f"{PREBUILT}/{key(config)}.pt"
+
+
+def has_prebuilt(config: TrainConfig) -> bool:
+    """True when the package ships this model (the quick-mode models of the chapters)."""
+    return prebuilt_name(config) in REGISTRY
+
+
+def _cached_file(config: TrainConfig) -> Path:
+    """The cache file of ``config``; a shipped model is first copied there, its weights back in float32."""
+    path = cached_path(config)
+    if not path.exists() and has_prebuilt(config):
+        state = torch.load(asset_path(prebuilt_name(config)), map_location="cpu", weights_only=True)
+        state["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+        save_atomic(state, path)
+    return path
+
+
+def is_cached(config: TrainConfig) -> bool:
+    """True when ``finetuned(config)`` will load instead of train: the cache has it or the package ships it, and
+    FORCE_TRAIN is not 1."""
+    if os.environ.get("FORCE_TRAIN", "") == "1":
+        return False
+    return cached_path(config).exists() or has_prebuilt(config)
+
+
+def finetuned(config: TrainConfig | None = None, device: str | None = None) -> UNetModel:
+    """The source model fine-tuned as ``config`` says (default: SDFT, quick or full by mode); cached on disk."""
+    config = config or default_config()
+    path = cached_path(config)
+    if is_cached(config):
+        return load_unet(_cached_file(config))
+    run_dir = cache_dir() / "runs" / key(config)
+    shutil.rmtree(run_dir, ignore_errors=True)     # a retrain (FORCE_TRAIN=1) starts a fresh log
+    data = limited_target(config.unet.image_size, config.num_images)
+    trainer = Trainer(dataclasses.replace(config, out_dir=str(run_dir)), device=device, data=data)
+    if trainer.run().get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
+        raise KeyboardInterrupt(f"fine-tuning {key(config)} was stopped at step {trainer.step} of {config.steps}")
+    model = trainer.model.cpu().eval()
+    save_atomic({"model": model.state_dict(), "unet_config": config.unet.to_flags(), "config": config.to_dict(),
+                 "log": (run_dir / "log.jsonl").read_text()}, path)
+    for trainer_checkpoint in run_dir.glob("ckpt_*.pt"):   # optimizer state etc.: not needed once exported
+        trainer_checkpoint.unlink()
+    return model
+
+
+def training_log(config: TrainConfig) -> list[dict]:
+    """The per-step loss terms of a cached (or shipped) run (for loss-curve figures)."""
+    state = torch.load(_cached_file(config), map_location="cpu", weights_only=True)
+    return [json.loads(line) for line in state["log"].splitlines() if line.strip()]
+
+
+def _finetune_worker(config: TrainConfig, device: str | None, threads: int) -> str:
+    torch.set_num_threads(threads)
+    finetuned(config, device=device)
+    return key(config)
+
+
+def finetune_many(configs: list[TrainConfig], workers: int = 1, device: str | None = None,
+                  log=print) -> list[str]:
+    """Fine-tune every config not yet cached, ``workers`` runs at a time, each in its own process; returns the keys
+    trained. A SynthFaces model is so small that one run leaves a GPU mostly idle (its steps are bound by
+    per-step overhead), so several concurrent runs finish a seed × λ sweep several times sooner. Every run
+    is the same as ``finetuned(config)`` alone: its own seed, data and cache entry."""
+    todo = list(dict.fromkeys(config for config in configs if not is_cached(config)))
+    if workers <= 1 or len(todo) <= 1:
+        for config in todo:
+            finetuned(config, device=device)
+        return [key(config) for config in todo]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    done = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_finetune_worker, config, device, threads): config for config in todo}
+        for future in as_completed(futures):
+            done.append(future.result())
+            log(f"fine-tuned {done[-1]} ({len(done)}/{len(todo)})")
+    return done

@@ -1,0 +1,81 @@
+"""Figures as functions that return a :class:`matplotlib.figure.Figure`: the one place the package draws.
+
+Each figure is built on a bare ``Figure`` (not through ``pyplot``), so drawing never selects a backend, opens a
+window or registers the figure globally: a library call cannot change what a notebook's ``%matplotlib`` set up.
+A notebook shows a returned figure with ``display(fig)`` (or as a cell's last value); a script writes it with
+:func:`save`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from .sample import make_grid
+
+LOSS_TERMS = ("loss", "mse", "vb", "distill", "aux")
+
+
+def save(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``figure`` as an image file (format from the suffix) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
+def loss_curves(records: Sequence[Mapping[str, float]], terms: Sequence[str] = LOSS_TERMS) -> Figure:
+    """The loss terms of a training log (one dict per logged step, as in ``log.jsonl``) against the step, log y."""
+    figure = Figure(figsize=(6, 3.5), layout="tight")
+    ax = figure.subplots()
+    steps = [r["step"] for r in records]
+    for name in terms:
+        values = [r.get(name, 0.0) for r in records]
+        if any(v > 0 for v in values):
+            ax.plot(steps, values, label=name)
+    ax.set(xlabel="step", ylabel="loss (per-sample mean)", yscale="log")
+    ax.legend()
+    return figure
+
+
+def column_grid(columns: Mapping[str, torch.Tensor], title: str) -> Figure:
+    """One labelled column per entry; row r of every column comes from the same noise (or the same input).
+    columns: name → [N, C, H, W] in [−1, 1]."""
+    names = list(columns)
+    rows = min(len(images) for images in columns.values())
+    interleaved = torch.stack([columns[name][:rows] for name in names], dim=1).flatten(0, 1)
+    grid = make_grid(interleaved, columns=len(names))
+    figure = Figure(figsize=(1.15 * len(names) + 0.4, 1.15 * rows + 0.8), layout="tight")
+    ax = figure.subplots()
+    ax.imshow(grid, interpolation="nearest")
+    cell = grid.shape[1] / len(names)
+    ax.set_xticks([cell * (i + 0.5) for i in range(len(names))], [name.replace(", ", ",\n") for name in names],
+                  fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]]],
+             xlabels: Mapping[str, str], ylabel: str, title: str, colours: Mapping[str, str],
+             line: Sequence[str] = (), log_x: Sequence[str] = ()) -> Figure:
+    """Side-by-side scatter panels of labelled points with error bars: ``points[panel][label] = (x, y, dx, dy)``
+    (NaN spreads are not drawn); the labels in ``line`` are joined in order (e.g. a λ sweep)."""
+    figure = Figure(figsize=(5 * len(points), 4.2), layout="tight")
+    axes = figure.subplots(1, len(points), squeeze=False)[0]
+    for ax, (panel, panel_points) in zip(axes, points.items()):
+        joined = [panel_points[label] for label in line if label in panel_points]
+        if joined:
+            ax.plot([p[0] for p in joined], [p[1] for p in joined], "-", color="tab:green", alpha=0.6, zorder=1)
+        for label, (x, y, dx, dy) in panel_points.items():
+            ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy, fmt="o",
+                        color=colours.get(label, "tab:purple"), capsize=3, zorder=2)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set(xlabel=xlabels[panel], ylabel=ylabel, ylim=(-0.05, 1.08), xscale="log" if panel in log_x else "linear")
+        ax.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    return figure
