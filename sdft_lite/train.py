@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
+from . import run_folder
 from .config import pick_device, pick_precision
 from .data import ImageSet, batch_indices, load_image_folder, random_flip
 from .schedule import make_schedule
@@ -77,7 +78,7 @@ class TrainConfig:
     # feedback and checkpoints
     log_every: int = 10
     save_every: int = 5000
-    keep_last: int = 3
+    keep_last: int = 3                        # checkpoints kept, newest first; at least 1
     sample_every: int = 1000
     sample_num: int = 16
     sample_steps: str = "ddim40"
@@ -177,8 +178,7 @@ def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
     return source.train(), teacher
 
 
-def checkpoint_paths(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("ckpt_*.pt"))
+checkpoint_paths = run_folder.checkpoint_paths
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -201,6 +201,7 @@ class Trainer:
         if config.batch_size % (self.dist.world * config.grad_accum):
             raise ValueError(f"batch_size {config.batch_size} must divide by GPUs × grad_accum "
                              f"({self.dist.world} × {config.grad_accum})")
+        run_folder.check_keep_last(config.keep_last)
         if config.mode != "scratch" and config.source_checkpoint:
             ckpt.find_weights(config.source_checkpoint)   # a missing source model is reported before data loading
         self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size)
@@ -257,16 +258,16 @@ class Trainer:
         if not self.dist.main:
             return None
         path = ckpt.save_atomic(self.state(), self.out_dir / f"ckpt_{self.step:07d}.pt")
-        for old in checkpoint_paths(self.out_dir)[:-self.config.keep_last or None]:
-            old.unlink()
+        run_folder.prune_checkpoints(self.out_dir, self.config.keep_last, keep=[path])
         return path
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` or the newest checkpoint in out_dir; False if there is none."""
-        paths = [Path(path)] if path else checkpoint_paths(self.out_dir)
-        if not paths:
+    def resume(self, path: str | Path | None = None, if_present: bool = False) -> bool:
+        """Continue from ``path``, else from the newest checkpoint in out_dir: an error when there is none, unless
+        ``if_present`` (then False). Read with the one safe loader; see :mod:`sdft_lite.run_folder`."""
+        path = Path(path) if path else run_folder.checkpoint_to_resume(self.out_dir, if_present)
+        if path is None:
             return False
-        state = torch.load(paths[-1], map_location=self.device, weights_only=True)
+        state = run_folder.read_resume_state(path, self.model)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -352,12 +353,17 @@ class Trainer:
         return previous
 
     # ---- the loop --------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict:
+    def run(self, resume: bool | str = False, resume_from: str | Path | None = None) -> dict:
+        """Train to config.steps. ``resume``: True continues the newest checkpoint in out_dir (an error when there
+        is none), "auto" continues it when there is one; ``resume_from``: the checkpoint file to continue from."""
         c = self.config
+        if resume or resume_from:
+            resumed = self.resume(resume_from, if_present=resume == "auto")
+            if not resumed and self.dist.main:
+                print(f"--resume auto: no checkpoint in {self.out_dir}, starting a new run")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
         if self.dist.main:
+            run_folder.remove_stale_temp_files(self.out_dir)
             (self.out_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
         log = open(self.out_dir / "log.jsonl", "a") if self.dist.main else None
         previous = self._install_signal_handlers()
@@ -456,7 +462,9 @@ def plot_losses(log_path: Path, out_path: Path) -> Path | None:
     return out_path
 
 
-def train(config: TrainConfig, device: str | None = None, resume: bool = False,
-          data: ImageSet | None = None) -> dict:
-    """Train a model from a config; see :class:`TrainConfig` and its presets."""
-    return Trainer(config, device, data).run(resume=resume)
+def train(config: TrainConfig, device: str | None = None, resume: bool | str = False,
+          data: ImageSet | None = None, resume_from: str | Path | None = None) -> dict:
+    """Train a model from a config; see :class:`TrainConfig` and its presets, and :meth:`Trainer.run` for resuming."""
+    if resume and not resume_from:   # a missing run folder is reported before data loading
+        run_folder.checkpoint_to_resume(config.out_dir, if_present=resume == "auto")
+    return Trainer(config, device, data).run(resume=resume, resume_from=resume_from)

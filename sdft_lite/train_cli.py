@@ -28,7 +28,7 @@ TRAIN_HELP = {
     "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact; eager only)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
-    "save_every": "checkpoint every N steps (and at the end)", "keep_last": "checkpoints kept",
+    "save_every": "checkpoint every N steps (and at the end)",
     "sample_every": "DDIM sample grid from fixed noise every N steps (0 = never)",
 }
 
@@ -41,11 +41,21 @@ def add_parser(subparsers) -> None:
     train.add_argument("--preset", choices=sorted(PRESETS), default="none",
                        help="metfaces / aahq: the paper's hyper-parameters and the 256-px FFHQ-P2 U-Net; "
                             "tiny: a CPU-sized run")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out-dir")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
+                        help="continue the run in --out-dir from its newest checkpoint; an error when the folder "
+                             "does not exist or holds no checkpoint. --resume auto: continue when a checkpoint is "
+                             "there, else start a new run")
+    resume.add_argument("--resume-from", metavar="PATH",
+                        help="continue from this checkpoint (e.g. an older one when the newest is damaged), "
+                             "writing to --out-dir")
+    train.add_argument("--keep-last", type=_keep_last, default=None, metavar="N",
+                       help=f"checkpoints kept, newest first; at least 1, as the newest is never deleted "
+                            f"(default: {TrainConfig().keep_last})")
     train.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     train.add_argument("--unet-preset", choices=UNET_PRESETS, default=None,
                        help="U-Net architecture preset (default: the training preset's)")
-    add_dataclass_flags(train, TrainConfig, skip=("unet",), help_text=TRAIN_HELP, group_title="training")
+    add_dataclass_flags(train, TrainConfig, skip=("unet", "keep_last"), help_text=TRAIN_HELP, group_title="training")
     add_dataclass_flags(train, UNetConfig, group_title="U-Net (guided-diffusion flag names)")
     train.set_defaults(func=run_train)
 
@@ -74,6 +84,15 @@ def add_parser(subparsers) -> None:
     prep.set_defaults(func=run_prepare)
 
 
+def _keep_last(text: str) -> int:
+    """--keep-last: an integer of at least 1 (argparse prints the error in one line)."""
+    from .run_folder import check_keep_last
+    try:
+        return check_keep_last(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = PRESETS[args.preset]()
     unet = getattr(UNetConfig, args.unet_preset)() if args.unet_preset else config.unet
@@ -86,7 +105,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     from .train import train
     config = config_from_args(args)
-    result = train(config, device=args.device, resume=args.resume)
+    result = train(config, device=args.device, resume=args.resume, resume_from=args.resume_from)
     print(json.dumps(result))
     return 0 if not result["stopped_early"] else 130
 
