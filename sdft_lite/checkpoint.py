@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -118,7 +119,9 @@ def read_checkpoint(path: str | Path) -> Any:
 
 def _load_found(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a TorchScript file is refused below, in one line, not also warned about
+            warnings.filterwarnings("ignore", message=".*TorchScript archive", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickled code, other bytes, a torn file: one error naming the file
         raise UnreadableCheckpointError(path, *_why(err)) from err
 
