@@ -74,16 +74,20 @@ class LoRAConfig:
             raise ValueError("LoRA with rank > 0 needs at least one target")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
-        alpha = float(self.rank if self.alpha is None else self.alpha)
-        if self.rank and alpha <= 0:
-            raise ValueError(f"LoRA alpha must be positive, got {alpha}")
+        if self.rank and self.alpha is not None and self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be positive, got {self.alpha}")
         object.__setattr__(self, "rank", int(self.rank))
-        object.__setattr__(self, "alpha", alpha)
+        object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
         object.__setattr__(self, "targets", targets)
 
     @property
+    def effective_alpha(self) -> float:
+        """alpha, or the rank when alpha is None (so that changing the rank keeps the scaling at 1)."""
+        return float(self.rank if self.alpha is None else self.alpha)
+
+    @property
     def scaling(self) -> float:
-        return self.alpha / self.rank if self.rank else 0.0
+        return self.effective_alpha / self.rank if self.rank else 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,7 +209,7 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
     if not targets:
         raise ValueError(f"no layer of the kinds {config.targets} in {type(model).__name__}")
     for parent, name, child in targets:
-        setattr(parent, name, _LORA_TYPES[type(child)].wrap(child, config.rank, config.alpha, config.dropout))
+        setattr(parent, name, _LORA_TYPES[type(child)].wrap(child, config.rank, config.effective_alpha, config.dropout))
     return model
 
 

@@ -4,7 +4,9 @@ Checkpoint compatibility is an interface: a guided-diffusion state dict (P2's `f
 loads with `strict=True` into `UNetModel`. Files are read with `torch.load(weights_only=True)`, so a checkpoint can
 hold tensors and plain containers but never run pickled code. A missing published file raises `MissingWeightsError`
 naming what it is, where to get it and where to put it; a file that does not fit the model raises one
-`CheckpointMismatchError` listing the keys and the flags that probably differ.
+`CheckpointMismatchError` listing the keys and the flags that probably differ; a file that cannot be loaded at
+all (other bytes, a torn file, pickled code, the wrong structure) raises its subclass `UnreadableCheckpointError`,
+one line naming the file, why and what to do. `reading` gives third-party loaders the same treatment.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -116,11 +119,11 @@ def read_checkpoint(path: str | Path) -> Any:
 
 def _load_found(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise pickle.UnpicklingError(
-            f"{path} holds more than tensors and plain containers; sdft_lite loads checkpoints with "
-            f"torch.load(weights_only=True) and will not unpickle arbitrary objects. ({err})") from err
+        with warnings.catch_warnings():  # a TorchScript file is refused below, in one line, not also warned about
+            warnings.filterwarnings("ignore", message=".*TorchScript archive", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickled code, other bytes, a torn file: one error naming the file
+        raise UnreadableCheckpointError(path, *_why(err)) from err
 
 
 def _strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,7 +147,9 @@ def state_dict_from(checkpoint: Any, which: str = "model") -> dict[str, torch.Te
 
 def load_state_dict_file(path: str | Path, which: str = "model") -> dict[str, torch.Tensor]:
     """Read a U-Net state dict from a bare `.pt` state dict or from our trainer's checkpoint (`which`: model/ema)."""
-    return state_dict_from(read_checkpoint(path), which)
+    checkpoint = read_checkpoint(path)
+    with reading(path, NOT_A_UNET):
+        return state_dict_from(checkpoint, which)
 
 
 def stored_config(checkpoint: Any) -> UNetConfig | None:
@@ -229,6 +234,70 @@ class CheckpointMismatchError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+class UnreadableCheckpointError(CheckpointMismatchError):
+    """A file sdft_lite cannot load safely: not a PyTorch file, truncated, pickled code, or the wrong structure.
+
+    One line: the file, why, what to do. A CheckpointMismatchError, so every caller and the CLI treat both alike.
+    """
+
+    def __init__(self, path: str | Path, why: str, todo: str):
+        why = " ".join(why.split()).rstrip(".")  # one line
+        self.path, self.why, self.todo = Path(path), why, todo
+        self.missing, self.unexpected, self.mis_shaped, self.hint = [], [], [], todo
+        RuntimeError.__init__(self, f"{path} is not a checkpoint sdft-lite can load safely: {why}. {todo}")
+
+
+CHECK_THE_FILE = "Check the path, or copy or download the file again"
+NOT_A_UNET = "Pass a guided-diffusion U-Net state dict (e.g. ffhq_p2.pt) or a checkpoint written by sdft-lite"
+TRUSTED_ONLY = ("If you trust its source, load it yourself and re-save only its tensors "
+                "(torch.save(model.state_dict(), path))")
+_FORCE_SAFE, _FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def _why(err: Exception, todo: str = CHECK_THE_FILE) -> tuple[str, str]:
+    """(why, what to do) in one short line, for an error raised while loading a file."""
+    text = str(err)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if isinstance(err, pickle.UnpicklingError) and refused:
+        return (f"it holds pickled code ({refused[1]}), not only tensors and plain containers, and sdft-lite "
+                "never runs pickled code (torch.load(weights_only=True))"), TRUSTED_ONLY
+    if "TorchScript" in text:
+        return "it is a TorchScript archive (a program), not a file of tensors", todo
+    if isinstance(err, OSError) and err.strerror:
+        return f"it cannot be read ({err.strerror})", todo
+    key = err.args[0] if isinstance(err, KeyError) and err.args else None
+    if isinstance(key, str) and " " in key:  # a sentence, e.g. state_dict_from's
+        return key, todo
+    if isinstance(key, str) and "." in key:  # e.g. a state dict without a key infer_config reads
+        return f"it has no key {key!r}", todo
+    torn = "zip archive" in text or "magic number" in text  # torch.load on a truncated or foreign file
+    if torn or isinstance(err, (pickle.UnpicklingError, EOFError, KeyError)):
+        return "it is not a PyTorch file, or it is truncated or corrupt", CHECK_THE_FILE
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return (first_line if len(first_line) <= 300 else first_line[:297] + "..."), todo
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, todo: str = CHECK_THE_FILE):
+    """Around code that loads `path` (ours or a third party's): every torch.load inside is weights_only=True
+    (torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD), and any error becomes one UnreadableCheckpointError naming the file.
+    Missing files and CheckpointMismatchError pass through unchanged."""
+    saved = {name: os.environ.pop(name, None) for name in (_FORCE_SAFE, _FORCE_UNSAFE)}
+    os.environ[_FORCE_SAFE] = "1"
+    try:
+        yield
+    except (CheckpointMismatchError, FileNotFoundError):
+        raise
+    except Exception as err:
+        raise UnreadableCheckpointError(path, *_why(err, todo)) from err
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _mismatch_hint(state_dict: Mapping[str, torch.Tensor], config: UNetConfig) -> str:
     """Which flags of `config` differ from those inferred from the state dict."""
     try:
@@ -265,13 +334,14 @@ def load_unet(path: str | Path, config: UNetConfig | None = None, which: str = "
     """
     path = find_weights(path)
     checkpoint = _load_found(path)
-    state_dict = state_dict_from(checkpoint, which)
-    config = config or stored_config(checkpoint) or infer_config(state_dict, image_size)
-    with torch.device("meta"):  # no time spent on a random init that the checkpoint overwrites
-        model = UNetModel(config)
-    check_state_dict(model, state_dict, source=str(path))
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}  # fp16 files too
-    model.load_state_dict(state_dict, strict=True, assign=True)
+    with reading(path, NOT_A_UNET):  # a wrong structure or a key infer_config needs: one error naming the file
+        state_dict = state_dict_from(checkpoint, which)
+        config = config or stored_config(checkpoint) or infer_config(state_dict, image_size)
+        with torch.device("meta"):  # no time spent on a random init that the checkpoint overwrites
+            model = UNetModel(config)
+        check_state_dict(model, state_dict, source=str(path))
+        state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}  # fp16 too
+        model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
 
 

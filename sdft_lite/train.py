@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
+from . import figures, run_folder
+from .adapters import LoRAConfig, add_lora, load_trainable_state_dict, merge_lora, trainable_parameters, trainable_state_dict
 from .assets import asset_path
-from . import figures
 from .config import pick_device, pick_precision
 from .data import ImageSet, batch_indices, load_image_folder, random_flip
 from .schedule import make_schedule
@@ -41,6 +42,10 @@ SYNTHFACES_SOURCE = "synthfaces/source_demo32.pt"   # the shipped SynthFaces sou
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+class ConfigError(ValueError):
+    """A setting the run cannot use (e.g. a batch that does not split over the GPUs); the CLI prints one line."""
 
 
 class ResumeMismatchError(ValueError):
@@ -63,6 +68,7 @@ class TrainConfig:
     source_checkpoint: str | None = None      # ffhq_p2.pt for the paper; required for naive / sdft
     unet: UNetConfig = field(default_factory=lambda: UNetConfig.ffhq256().replace(dropout=0.1))
     loss: SDFTConfig = field(default_factory=SDFTConfig.metfaces)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)   # rank 0: train every weight; rank r: LoRA adapters only
     noise_schedule: str = "linear"
     # optimisation
     steps: int = 10_000
@@ -82,7 +88,7 @@ class TrainConfig:
     # feedback and checkpoints
     log_every: int = 10
     save_every: int = 5000
-    keep_last: int = 3
+    keep_last: int = 3                        # checkpoints kept, newest first; at least 1
     sample_every: int = 1000
     sample_num: int = 16
     sample_steps: str = "ddim40"
@@ -141,6 +147,7 @@ class TrainConfig:
         """Plain JSON-able values: the U-Net as guided-diffusion flags, weightings as their specs ('p2:3:1')."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["unet"] = self.unet.to_flags()
+        d["lora"] = {**dataclasses.asdict(self.lora), "targets": list(self.lora.targets)}
         d["loss"] = {f.name: weighting_spec(v) if callable(v) else v
                      for f in dataclasses.fields(self.loss) for v in [getattr(self.loss, f.name)]}
         return d
@@ -192,6 +199,8 @@ def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
     """(student, teacher): the student from the source checkpoint (naive / sdft) or random (scratch); the
     teacher is a frozen copy of the source, only for sdft."""
     if config.mode == "scratch":
+        if config.lora.rank:
+            raise ValueError("LoRA adapts a pretrained model: use --mode naive or sdft with --lora-rank")
         with torch.random.fork_rng(devices=[]):   # the initial weights are a function of the seed alone
             torch.manual_seed(config.seed)
             return UNetModel(config.unet), None
@@ -199,17 +208,11 @@ def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
         raise ValueError(f"mode {config.mode!r} needs --source-checkpoint (the model to fine-tune)")
     source = ckpt.load_unet(config.source_checkpoint, config.unet)
     teacher = copy.deepcopy(source).eval().requires_grad_(False) if config.mode == "sdft" else None
-    return source.train(), teacher
+    with torch.random.fork_rng(devices=[]):   # the adapters' random init is a function of the seed alone
+        torch.manual_seed(config.seed)
+        return add_lora(source, config.lora).train(), teacher
 
 
-def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """What the optimiser, gradient clipping and the EMA update see: the parameters that require gradients (all of
-    them, unless an adapter such as LoRA froze the base weights)."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def checkpoint_paths(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("ckpt_*.pt"))
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -230,8 +233,9 @@ class Trainer:
         self.precision = pick_precision(self.device) if config.precision == "auto" else \
             {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
         if config.batch_size % (self.dist.world * config.grad_accum):
-            raise ValueError(f"batch_size {config.batch_size} must divide by GPUs × grad_accum "
+            raise ConfigError(f"batch_size {config.batch_size} must divide by GPUs × grad_accum "
                              f"({self.dist.world} × {config.grad_accum})")
+        run_folder.check_keep_last(config.keep_last)
         if config.mode != "scratch" and config.source_checkpoint:
             ckpt.find_weights(config.source_checkpoint)   # a missing source model is reported before data loading
         self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size,
@@ -281,7 +285,7 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+        return {"model": trainable_state_dict(self.model), "ema": trainable_state_dict(self.ema),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "config": self.config.to_dict(), "unet_config": self.config.unet.to_flags()}
 
@@ -289,19 +293,19 @@ class Trainer:
         if not self.dist.main:
             return None
         path = ckpt.save_atomic(self.state(), self.out_dir / f"ckpt_{self.step:07d}.pt")
-        for old in checkpoint_paths(self.out_dir)[:-self.config.keep_last or None]:
-            old.unlink()
+        run_folder.prune_checkpoints(self.out_dir, self.config.keep_last, keep=[path])
         return path
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` or the newest checkpoint in out_dir; False if there is none."""
-        paths = [Path(path)] if path else checkpoint_paths(self.out_dir)
-        if not paths:
+    def resume(self, path: str | Path | None = None, if_present: bool = False) -> bool:
+        """Continue from ``path``, else from the newest checkpoint in out_dir: an error when there is none, unless
+        ``if_present`` (then False). Read with the one safe loader; see :mod:`sdft_lite.run_folder`."""
+        path = Path(path) if path else run_folder.checkpoint_to_resume(self.out_dir, if_present)
+        if path is None:
             return False
-        state = torch.load(paths[-1], map_location=self.device, weights_only=True)
+        state = run_folder.read_resume_state(path)
         self.config.check_resumable_from(state.get("config", {}))
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        load_trainable_state_dict(self.model, state["model"], source=f"{path} (model weights)")
+        load_trainable_state_dict(self.ema, state["ema"], source=f"{path} (EMA weights)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -347,7 +351,7 @@ class Trainer:
                 totals[name] = totals.get(name, 0.0) + float(value.detach().mean()) / c.grad_accum
         if not math.isfinite(totals["loss"]):
             self.optimizer.zero_grad(set_to_none=True)
-            kept = checkpoint_paths(self.out_dir)
+            kept = run_folder.checkpoint_paths(self.out_dir)
             raise TrainingDiverged(
                 f"loss is {totals['loss']} at step {self.step}; stopped without saving. The last good checkpoint "
                 f"is {kept[-1] if kept else 'none (no checkpoint was written yet)'}; try a lower --lr or --precision fp32")
@@ -363,9 +367,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self):
-        """ema ← ema + (1 − rate)(θ − ema) for every trained parameter (the frozen ones never differ)."""
-        trained = [(e, p) for e, p in zip(self.ema.parameters(), self.model.parameters()) if p.requires_grad]
-        torch._foreach_lerp_([e for e, _ in trained], [p for _, p in trained], 1.0 - self.config.ema_rate)
+        """ema ← ema + (1 − rate)(θ − ema) for every trained parameter (frozen base weights never differ)."""
+        torch._foreach_lerp_(trainable_parameters(self.ema), trainable_parameters(self.model),
+                             1.0 - self.config.ema_rate)
 
     # ---- feedback --------------------------------------------------------------------------------
     def sample_grid(self) -> Path | None:
@@ -386,12 +390,17 @@ class Trainer:
         return previous
 
     # ---- the loop --------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict:
+    def run(self, resume: bool | str = False, resume_from: str | Path | None = None) -> dict:
+        """Train to config.steps. ``resume``: True continues the newest checkpoint in out_dir (an error when there
+        is none), "auto" continues it when there is one; ``resume_from``: the checkpoint file to continue from."""
         c = self.config
+        if resume or resume_from:
+            resumed = self.resume(resume_from, if_present=resume == "auto")
+            if not resumed and self.dist.main:
+                print(f"--resume auto: no checkpoint in {self.out_dir}, starting a new run")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
         if self.dist.main:
+            run_folder.remove_stale_temp_files(self.out_dir)
             (self.out_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
         log = open(self.out_dir / "log.jsonl", "a") if self.dist.main else None
         previous = self._install_signal_handlers()
@@ -468,12 +477,29 @@ def _progress(config: TrainConfig, start: int, main: bool):
     return tqdm(total=config.steps, initial=start, desc=config.mode, dynamic_ncols=True)
 
 
+def load_trained(path: str | Path, which: str = "model") -> UNetModel:
+    """The model of a training checkpoint (raw or EMA weights), or of any file ``checkpoint.load_unet`` reads.
+    A LoRA run's checkpoint holds only the adapters: they are added to its source model and merged, so the result
+    is a plain U-Net with guided-diffusion's keys."""
+    state = ckpt.read_checkpoint(path)
+    lora = state.get("config", {}).get("lora", {}) if isinstance(state, dict) else {}
+    if not lora.get("rank"):
+        return ckpt.load_unet(path, which=which)
+    config = state["config"]
+    base = ckpt.load_unet(config["source_checkpoint"], UNetConfig.from_flags(config["unet"]))
+    adapted = add_lora(base, LoRAConfig(**{**lora, "targets": tuple(lora["targets"])}))
+    load_trainable_state_dict(adapted, state[which], source=f"{path} ({which} adapters)")
+    return merge_lora(adapted).eval()
+
+
 def read_log(path: str | Path) -> list[dict]:
     """The records of a run's ``log.jsonl``: one dict of loss terms (and speed, lr, memory) per logged step."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def train(config: TrainConfig, device: str | None = None, resume: bool = False,
-          data: ImageSet | None = None) -> dict:
-    """Train a model from a config; see :class:`TrainConfig` and its presets."""
-    return Trainer(config, device, data).run(resume=resume)
+def train(config: TrainConfig, device: str | None = None, resume: bool | str = False,
+          data: ImageSet | None = None, resume_from: str | Path | None = None) -> dict:
+    """Train a model from a config; see :class:`TrainConfig` and its presets, and :meth:`Trainer.run` for resuming."""
+    if resume and not resume_from:   # a missing run folder is reported before data loading
+        run_folder.checkpoint_to_resume(config.out_dir, if_present=resume == "auto")
+    return Trainer(config, device, data).run(resume=resume, resume_from=resume_from)

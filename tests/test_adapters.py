@@ -76,7 +76,7 @@ def file_bytes(state: dict) -> int:
 
 def test_config_defaults_and_checks():
     config = LoRAConfig(rank=8)
-    assert (config.alpha, config.scaling, config.targets) == (8.0, 1.0, ("conv", "attention", "linear"))
+    assert (config.effective_alpha, config.scaling, config.targets) == (8.0, 1.0, ("conv", "attention", "linear"))
     assert LoRAConfig(rank=4, alpha=16, targets="attention, linear").targets == ("attention", "linear")
     assert LoRAConfig(rank=4, alpha=16).scaling == 4.0
     assert LoRAConfig().rank == 0 and LoRAConfig().scaling == 0.0

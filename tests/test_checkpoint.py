@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from sdft_lite import checkpoint as ckpt
-from sdft_lite.checkpoint import (CheckpointMismatchError, MissingWeightsError, find_weights, infer_config,
-                                  load_state_dict_file, load_unet, save_atomic)
+from sdft_lite.checkpoint import (CheckpointMismatchError, MissingWeightsError, UnreadableCheckpointError, find_weights,
+                                  infer_config, load_state_dict_file, load_unet, save_atomic)
 from sdft_lite.unet import UNetConfig, UNetModel
 
 RELATIVE_TOL = 1e-5
@@ -123,7 +123,7 @@ def test_mismatch_raises_one_clear_error(tmp_path):
 
 def test_missing_state_dict_is_named(tmp_path):
     torch.save({"step": torch.tensor(1), "opt": {"lr": 1e-4}}, tmp_path / "odd.pt")
-    with pytest.raises(KeyError, match="top-level keys"):
+    with pytest.raises(UnreadableCheckpointError, match="odd.pt.*top-level keys"):
         load_state_dict_file(tmp_path / "odd.pt")
 
 
@@ -169,7 +169,7 @@ class SideEffect:
 
 def test_arbitrary_pickles_are_refused(tmp_path):
     torch.save({"model": {"w": torch.zeros(1)}, "payload": SideEffect()}, tmp_path / "evil.pt")
-    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+    with pytest.raises(UnreadableCheckpointError, match=r"evil.pt .*pickled code .*weights_only=True"):
         load_state_dict_file(tmp_path / "evil.pt")
     assert not UNPICKLED
 

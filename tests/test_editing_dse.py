@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sdft_lite.checkpoint import UnreadableCheckpointError
 from sdft_lite.editing.dse import (DSETrainConfig, EncoderClassifier, dse_batch, load_dse, preset_for_size, save_dse,
                                    train_dse, train_dse_on_tensors)
 from sdft_lite.unet import UNetConfig, UNetModel
@@ -116,7 +117,7 @@ def test_bare_encoder_state_dict_loads_without_its_head(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.features(x, t), model.features(x, t))
     torch.save({k: v for k, v in bare.items() if not k.startswith("middle_block")}, tmp_path / "broken.pt")
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(UnreadableCheckpointError, match="broken.pt .*does not fit the DSE trunk"):
         load_dse(tmp_path / "broken.pt", config=MICRO)
 
 

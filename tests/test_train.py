@@ -122,6 +122,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, source_ckpt, t
     assert not (killed / "ckpt_0000016.pt").exists(), "the run finished before it could be killed"
     subprocess.run(train_cmd(data_dir, killed, source_ckpt, extra=["--resume"]), env=ENV, check=True,
                    capture_output=True)
+    assert not list(killed.glob(".*.tmp"))   # a save's torn temporary file, if the kill left one, is removed
     a, b = final_state(reference, 16), final_state(killed, 16)
     for key in ("model", "ema"):
         diff = max(float((a[key][k] - b[key][k]).abs().max()) for k in a[key])

@@ -22,8 +22,9 @@ COMMAND_MODULES = [
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..checkpoint import CheckpointMismatchError, MissingWeightsError
     from ..data import DataError
-    from ..train import TrainingDiverged
-    return (DataError, MissingWeightsError, CheckpointMismatchError, TrainingDiverged, FileNotFoundError)
+    from ..train import ConfigError, ResumeMismatchError, TrainingDiverged
+    return (DataError, MissingWeightsError, CheckpointMismatchError, TrainingDiverged, FileNotFoundError,
+            ConfigError, ResumeMismatchError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,10 +21,10 @@ def _parse_bool(text: str) -> bool:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
                         help_text: dict[str, str] | None = None, group_title: str | None = None,
-                        formats: dict | None = None) -> None:
-    """Add ``--field-name`` for every field of ``cls`` with default None (None = keep the preset's value). A field
-    that is not int, float, str or bool is read as a string (the caller parses it) and its default shown through
-    ``formats[name]``."""
+                        formats: dict | None = None, prefix: str = "") -> None:
+    """Add ``--{prefix}field-name`` for every field of ``cls`` with default None (None = keep the preset's value).
+    A field that is not int, float, str or bool is read as a string (the caller parses it) and its default shown
+    through ``formats[name]``."""
     group = parser.add_argument_group(group_title) if group_title else parser
     hints = typing.get_type_hints(cls)
     defaults = cls()
@@ -41,11 +41,11 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
         if formats and f.name in formats:
             default = formats[f.name](default)
         doc = (help_text or {}).get(f.name, "")
-        group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, metavar=base.__name__.upper(),
+        group.add_argument(_flag(prefix + f.name), dest=prefix + f.name, type=kind, default=None, metavar=base.__name__.upper(),
                            help=f"{doc} (default: {default!r})".strip())
 
 
-def overrides_from(args: argparse.Namespace, cls, skip: tuple[str, ...] = ()) -> dict:
-    """The fields of ``cls`` that were given on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if f.name not in skip and getattr(args, f.name, None) is not None}
+def overrides_from(args: argparse.Namespace, cls, skip: tuple[str, ...] = (), prefix: str = "") -> dict:
+    """The fields of ``cls`` that were given on the command line (as ``--{prefix}field-name``)."""
+    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+            if f.name not in skip and getattr(args, prefix + f.name, None) is not None}

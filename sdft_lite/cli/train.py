@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..adapters import LoRAConfig
 from ..sampling import SAMPLERS
 from ..sdft import SDFTConfig
 from ..train import TrainConfig
@@ -24,6 +25,12 @@ LOSS_HELP = {
     "distill_weighting": f"w_d(t), NAME[:γ[:k]] with NAME in {' | '.join(WEIGHTINGS)} (e.g. p2:3, min_snr:5)",
     "aux_weighting": "w_a(t), as --distill-weighting", "mse_weighting": "weight of L_simple, as --distill-weighting",
 }
+LORA_HELP = {
+    "rank": "adapter rank r (0 = off: every weight trains); checkpoints then hold the adapters only (small), and "
+            "sample / merge-lora add them to --source-checkpoint",
+    "alpha": "scaling α/r of the update (default α = r)", "dropout": "dropout on the adapters' input",
+    "targets": "layer kinds with adapters: conv, attention, linear (comma-separated)",
+}
 TRAIN_HELP = {
     "mode": "scratch | naive | sdft",
     "data_dir": "folder of target images (searched recursively)",
@@ -37,7 +44,7 @@ TRAIN_HELP = {
     "aux_bucket": "round the kept auxiliary samples up to a multiple of this (fewer batch shapes)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
-    "save_every": "checkpoint every N steps (and at the end)", "keep_last": "checkpoints kept",
+    "save_every": "checkpoint every N steps (and at the end)",
     "sample_every": "DDIM sample grid from fixed noise every N steps (0 = never)",
 }
 
@@ -50,13 +57,26 @@ def add_parser(subparsers) -> None:
     train.add_argument("--preset", choices=sorted(PRESETS), default="none",
                        help="metfaces / aahq: the paper's hyper-parameters and the 256-px FFHQ-P2 U-Net; "
                             "tiny: a CPU-sized run")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out-dir")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
+                        help="continue the run in --out-dir from its newest checkpoint; an error when the folder "
+                             "does not exist or holds no checkpoint. --resume auto: continue when a checkpoint is "
+                             "there, else start a new run")
+    resume.add_argument("--resume-from", metavar="PATH",
+                        help="continue from this checkpoint (e.g. an older one when the newest is damaged), "
+                             "writing to --out-dir")
+    train.add_argument("--keep-last", type=_keep_last, default=None, metavar="N",
+                       help=f"checkpoints kept, newest first; at least 1, as the newest is never deleted "
+                            f"(default: {TrainConfig().keep_last})")
     train.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     train.add_argument("--unet-preset", choices=sorted(UNET_PRESETS), default=None,
                        help="U-Net architecture preset (default: the training preset's)")
-    add_dataclass_flags(train, TrainConfig, skip=("unet", "loss"), help_text=TRAIN_HELP, group_title="training")
+    add_dataclass_flags(train, TrainConfig, skip=("unet", "loss", "lora", "keep_last"), help_text=TRAIN_HELP,
+                        group_title="training")
     add_dataclass_flags(train, SDFTConfig, help_text=LOSS_HELP, group_title="the SDFT loss (Eq. 6; ignored by "
                         "scratch / naive)", formats={f: weighting_spec for f in WEIGHTING_FIELDS})
+    add_dataclass_flags(train, LoRAConfig, help_text=LORA_HELP, prefix="lora_",
+                        group_title="LoRA (Hu et al. 2022): train low-rank adapters only, with --mode naive or sdft")
     add_dataclass_flags(train, UNetConfig, group_title="U-Net (guided-diffusion flag names)")
     train.set_defaults(func=run_train)
 
@@ -80,11 +100,29 @@ def add_parser(subparsers) -> None:
     sample.add_argument("--device", default=None)
     sample.set_defaults(func=run_sample)
 
+    merge = subparsers.add_parser("merge-lora", help="merge a LoRA run's adapters into full U-Net weights",
+                                  description="Write the U-Net of a training checkpoint as one guided-diffusion "
+                                              "state dict: a LoRA run's adapters added to its source model and "
+                                              "merged (W + α/r·BA), loadable by any tool that reads the source.")
+    merge.add_argument("checkpoint", help="a checkpoint of sdft-lite train (with --lora-rank)")
+    merge.add_argument("--out", required=True, help="the .pt file to write")
+    merge.add_argument("--weights", choices=["raw", "ema"], default="raw")
+    merge.set_defaults(func=run_merge)
+
     prep = subparsers.add_parser("prepare-data", help="pre-resize an image folder (MetFaces, AAHQ) with a manifest")
     prep.add_argument("src")
     prep.add_argument("dst")
     prep.add_argument("--size", type=int, default=256)
     prep.set_defaults(func=run_prepare)
+
+
+def _keep_last(text: str) -> int:
+    """--keep-last: an integer of at least 1 (argparse prints the error in one line)."""
+    from ..run_folder import check_keep_last
+    try:
+        return check_keep_last(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -97,14 +135,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in WEIGHTING_FIELDS & loss_changes.keys():
         loss_changes[name] = parse_weighting(loss_changes[name])
     loss = dataclasses.replace(config.loss, **loss_changes)
-    return dataclasses.replace(config, **overrides_from(args, TrainConfig, skip=("unet", "loss")), unet=unet,
-                               loss=loss)
+    lora = dataclasses.replace(config.lora, **overrides_from(args, LoRAConfig, prefix="lora_"))
+    return dataclasses.replace(config, **overrides_from(args, TrainConfig, skip=("unet", "loss", "lora")),
+                               unet=unet, loss=loss, lora=lora)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..train import train
-    config = config_from_args(args)
-    result = train(config, device=args.device, resume=args.resume)
+    from ..train import ConfigError, train
+    try:
+        config = config_from_args(args)
+    except (TypeError, ValueError) as error:   # a flag value the config refuses: one line, not a traceback
+        raise ConfigError(f"invalid setting: {error}") from None
+    result = train(config, device=args.device, resume=args.resume, resume_from=args.resume_from)
     print(json.dumps(result))
     return 0 if not result["stopped_early"] else 130
 
@@ -112,11 +154,11 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import load_unet
     from ..config import pick_device
     from ..sample import generate, save_grid, save_images
+    from ..train import load_trained
     device = pick_device(args.device)
-    model = load_unet(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device).eval()
+    model = load_trained(args.checkpoint, which="model" if args.weights == "raw" else "ema").to(device).eval()
     compiled = args.compile and device.type == "cuda"   # compiling is for GPUs; a CPU runs eagerly
     if compiled:
         model = torch.compile(model)
@@ -135,6 +177,15 @@ def run_sample(args: argparse.Namespace) -> int:
             "img_per_s": round(args.num / seconds, 2)}
     (out / "sampling.json").write_text(json.dumps(info, indent=2))
     print(f"wrote {args.num} samples ({args.weights} weights, {args.steps}) to {out / 'images'} — {info['img_per_s']} img/s")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from ..checkpoint import save_atomic
+    from ..train import load_trained
+    model = load_trained(args.checkpoint, which="model" if args.weights == "raw" else "ema")
+    path = save_atomic({"model": model.state_dict(), "unet_config": model.config.to_flags()}, args.out)
+    print(f"wrote the merged U-Net ({sum(p.numel() for p in model.parameters()):,} parameters) to {path}")
     return 0
 
 

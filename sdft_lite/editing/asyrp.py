@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import read_checkpoint, save_atomic
+from ..checkpoint import read_checkpoint, reading, save_atomic
 from ..diffusion import call_model, predict_x0_from_eps, split_eps
 from ..sampling import Callback, ddim_invert, ddim_step
 from ..schedule import Schedule, extract, make_schedule, respace
@@ -234,8 +234,9 @@ def save_delta(delta: DeltaBlock, path: str | Path, direction_name: str, config:
 def load_delta(path: str | Path) -> tuple[DeltaBlock, str, AsyrpConfig]:
     """(Δh module, its direction's name, the config it was trained with)."""
     checkpoint = read_checkpoint(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not an Asyrp Δh checkpoint written by sdft-lite")
-    delta = DeltaBlock(checkpoint["channels"], checkpoint["emb_channels"])
-    delta.load_state_dict(checkpoint["model"])
-    return delta.eval(), checkpoint["direction"], AsyrpConfig(**checkpoint["config"])
+    with reading(path, "Pass a Δh written by `sdft-lite edit` (delta_*.pt), or drop --delta to train one"):
+        if not isinstance(checkpoint, dict) or checkpoint.get("kind") != CHECKPOINT_KIND:
+            raise ValueError("it is not an Asyrp Δh checkpoint written by sdft-lite")
+        delta = DeltaBlock(checkpoint["channels"], checkpoint["emb_channels"])
+        delta.load_state_dict(checkpoint["model"])
+        return delta.eval(), checkpoint["direction"], AsyrpConfig(**checkpoint["config"])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import read_checkpoint, save_atomic, state_dict_from
+from ..checkpoint import read_checkpoint, reading, save_atomic, state_dict_from
 from ..data import load_image_folder, random_flip
 from ..diffusion import q_sample
 from ..schedule import make_schedule
@@ -153,16 +153,17 @@ def load_dse(path: str | Path, config: UNetConfig | None = None) -> EncoderClass
     its head (EGSDE's attention pool) is not loaded — EGSDE never uses the head at sampling time.
     """
     checkpoint = read_checkpoint(path)
-    if isinstance(checkpoint, dict) and checkpoint.get("kind") == CHECKPOINT_KIND:
-        model = EncoderClassifier(config or UNetConfig.from_flags(checkpoint["dse_config"]),
-                                  checkpoint["num_classes"])
-        model.load_state_dict(checkpoint["model"], strict=True)
+    with reading(path, "Pass a DSE written by `sdft-lite train-dse`, or EGSDE's face2portrait.pt"):
+        if isinstance(checkpoint, dict) and checkpoint.get("kind") == CHECKPOINT_KIND:
+            model = EncoderClassifier(config or UNetConfig.from_flags(checkpoint["dse_config"]),
+                                      checkpoint["num_classes"])
+            model.load_state_dict(checkpoint["model"], strict=True)
+            return model.eval()
+        state = state_dict_from(checkpoint)
+        model = EncoderClassifier(config or egsde256())
+        trunk = {k: v for k, v in state.items() if not k.startswith("out.")}
+        missing, unexpected = model.load_state_dict(trunk, strict=False)
+        missing = [k for k in missing if not k.startswith("out.")]
+        if missing or unexpected:
+            raise ValueError(f"it does not fit the DSE trunk: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model.eval()
-    state = state_dict_from(checkpoint)
-    model = EncoderClassifier(config or egsde256())
-    trunk = {k: v for k, v in state.items() if not k.startswith("out.")}
-    missing, unexpected = model.load_state_dict(trunk, strict=False)
-    missing = [k for k in missing if not k.startswith("out.")]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit the DSE trunk: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.eval()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sdft_lite.config import pick_device
-from sdft_lite.metrics.weights import clip_weight_file, find_weights
+from sdft_lite.metrics.weights import clip_weight_file, find_weights, reading
 
 # CLIP's 80 ImageNet prompt templates (openai/CLIP notebooks/Prompt_Engineering_for_ImageNet.ipynb) without
 # 'a photo of many {}.': the 79-template list that StyleGAN-NADA, DiffusionCLIP and Asyrp (utils/text_templates.py,
@@ -161,7 +161,7 @@ class ClipEncoders:
 
         checkpoint = find_weights(clip_weight_file(model_name), explicit=path)
         device = pick_device(str(device) if device is not None else None)
-        with warnings.catch_warnings():
+        with reading(checkpoint, f"Get it again from {clip_weight_file(model_name).source}"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.load deprecation notice
             model = open_clip.load_openai_model(str(checkpoint), precision="fp32", device=device)
         return cls(model, f"openai-clip-{model_name}")

@@ -37,7 +37,7 @@ from torch import nn
 
 from sdft_lite.config import pick_device
 from sdft_lite.metrics.frechet import frechet_distance_of_features
-from sdft_lite.metrics.weights import INCEPTION, find_weights
+from sdft_lite.metrics.weights import INCEPTION, find_weights, reading
 from sdft_lite.sample import save_images
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # x: [B, 3, 299, 299] float in [0, 255] -> [B, D]
@@ -81,7 +81,7 @@ def _clean_fid_inception(device: torch.device) -> FeatureExtractor:
     from cleanfid.inception_torchscript import InceptionV3W
 
     path = find_weights(INCEPTION)
-    with warnings.catch_warnings():
+    with reading(path, f"Get it again from {INCEPTION.source}"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.load deprecation notice
         model = InceptionV3W(str(path.parent), download=False, resize_inside=False)
     return model.to(device).eval()

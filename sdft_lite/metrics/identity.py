@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdft_lite.config import pick_device
-from sdft_lite.metrics.weights import ARCFACE, find_weights
+from sdft_lite.metrics.weights import ARCFACE, find_weights, reading
 
 IRSE50_STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # (depth, units) per stage
 FACE_CROP = (slice(35, 223), slice(32, 220))  # rows, columns of a 256-px aligned face
@@ -106,9 +106,9 @@ def face_crop(x: torch.Tensor) -> torch.Tensor:
 def load_arcface(path: str | Path | None = None, device: str | torch.device | None = None) -> IRSE50:
     """IR-SE50 with ``model_ir_se50.pth`` loaded strictly (explicit path, else $SDFT_LITE_HOME); eval mode."""
     checkpoint = find_weights(ARCFACE, explicit=path)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = IRSE50()
-    model.load_state_dict(state, strict=True)
+    with reading(checkpoint, f"Pass model_ir_se50.pth ({ARCFACE.source})"):
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     model.sdft_name = f"arcface-ir-se50 ({checkpoint.name})"  # names every result computed with it
     return model.to(pick_device(str(device) if device is not None else None)).eval()
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from sdft_lite.config import pick_device
-from sdft_lite.metrics.weights import LPIPS_BACKBONES, find_weights
+from sdft_lite.metrics.weights import LPIPS_BACKBONES, find_weights, reading
 
 BACKBONES = ("imagenet", "random")
 
@@ -56,9 +57,9 @@ def build_lpips(net: str = "vgg", backbone: str = "imagenet", device: str | torc
         raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got '{net}'")
     if backbone not in BACKBONES:
         raise ValueError(f"LPIPS backbone must be one of {BACKBONES}, got '{backbone}'")
-    if backbone == "imagenet":
-        find_weights(LPIPS_BACKBONES[net])  # raises the clear error before torchvision could try a download
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+    trunk = find_weights(LPIPS_BACKBONES[net]) if backbone == "imagenet" else None  # before torchvision could download
+    own = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"  # LPIPS's linear layers, in its wheel
+    with reading(trunk or own), warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", message=".*(pretrained|weights).*", category=UserWarning)
         torch.manual_seed(seed)  # only matters for the random trunk
         model = lpips.LPIPS(net=net, pnet_rand=(backbone == "random"), verbose=False)

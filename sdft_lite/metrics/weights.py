@@ -3,7 +3,9 @@
 No function in ``sdft_lite.metrics`` downloads anything: each metric first looks for its file with
 :func:`find_weights`, and a missing file raises :class:`MissingWeightsError` naming the file, where it is
 published and where to put it. Only then is the third-party loader called, and it finds the file in its
-own cache, so it never reaches for the network either.
+own cache, so it never reaches for the network either. It runs inside :func:`reading`: every ``torch.load``
+in it is ``weights_only=True`` (torchvision's own loader is not), and a file it cannot load raises
+:class:`UnreadableCheckpointError`, one line naming the file.
 
 | metric        | file                         | looked up in (the first is where to put it)                 |
 |---------------|------------------------------|-------------------------------------------------------------|
@@ -27,7 +29,8 @@ from typing import Callable
 
 import torch
 
-from sdft_lite.checkpoint import MissingWeightsError  # the package-wide error, re-exported for the metrics
+# the package-wide errors and loader guard, re-exported for the metrics
+from sdft_lite.checkpoint import MissingWeightsError, UnreadableCheckpointError, reading  # noqa: F401
 from sdft_lite.config import home
 
 

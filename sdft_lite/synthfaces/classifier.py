@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import read_checkpoint, reading
 from ..config import pick_device, quick_mode
 from .attributes import ATTRIBUTES, NUM_LEVELS, FaceLabels
 from .degrade import random_degradation
@@ -162,9 +163,10 @@ def save_classifier(model: AttributeClassifier, path: str | Path) -> Path:
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> AttributeClassifier:
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    if checkpoint.get("kind") != "synthfaces-classifier":
-        raise ValueError(f"{path} is not a SynthFaces attribute classifier checkpoint")
-    model = AttributeClassifier(ClassifierConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    checkpoint = read_checkpoint(path)
+    with reading(path, "Pass the classifier.pt written by `sdft-lite synthfaces train-instruments`"):
+        if checkpoint.get("kind") != "synthfaces-classifier":
+            raise ValueError("it is not a SynthFaces attribute classifier checkpoint")
+        model = AttributeClassifier(ClassifierConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import MissingWeightsError
+from ..checkpoint import MissingWeightsError, read_checkpoint, reading
 from ..config import home, pick_device, quick_mode
 from ..metrics.frechet import frechet_distance_of_features
 from .attributes import FACE_ATTRIBUTES, NUM_LEVELS
@@ -253,11 +253,12 @@ def save_realism(model: RealismNet, path: str | Path) -> Path:
 
 
 def load_realism(path: str | Path, device: str | torch.device = "cpu") -> RealismNet:
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    if checkpoint.get("kind") != "synthfaces-realism":
-        raise ValueError(f"{path} is not a SynthFaces realism-net checkpoint")
-    model = RealismNet(RealismConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    checkpoint = read_checkpoint(path)
+    with reading(path, "Pass the realism.pt written by `sdft-lite synthfaces train-instruments`"):
+        if checkpoint.get("kind") != "synthfaces-realism":
+            raise ValueError("it is not a SynthFaces realism-net checkpoint")
+        model = RealismNet(RealismConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
 
 
