@@ -4,9 +4,13 @@
 - ``naive``: initialised from the source model, the diffusion loss.
 - ``sdft``: initialised from the source model, which is also kept frozen as the teacher; the SDFT loss.
 
-Every random draw of step ``s`` (the batch, flips, t, ε, dropout) is a pure function of (seed, s, rank), so a
-run killed at any point and resumed from its last checkpoint reproduces the uninterrupted run. Checkpoints are
-written atomically; a NaN/Inf loss stops the run before anything is saved, so the last good checkpoint stays.
+A rival regulariser of :mod:`sdft_lite.rivals` (``TrainConfig.rival``: prior preservation, L2-SP, EWC, DDPM-PA's
+pairwise loss) is built once at setup and adds its named terms to every micro-batch's loss.
+
+Every random draw of step ``s`` (the batch, flips, t, ε, dropout, a rival's draws) is a pure function of
+(seed, s, rank), so a run killed at any point and resumed from its last checkpoint reproduces the uninterrupted
+run. Checkpoints are written atomically; a NaN/Inf loss stops the run before anything is saved, so the last good
+checkpoint stays.
 Runs under ``torchrun`` use DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 logs and saves.
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .adapters import LoRAConfig, add_lora, load_trainable_state_dict, merge_lor
 from .assets import asset_path
 from .config import pick_device, pick_precision
 from .data import ImageSet, batch_indices, load_image_folder, random_flip
+from .rivals import ANCHORS_WEIGHTS, RivalConfig, build_regularizer
 from .schedule import make_schedule
 from .sdft import SDFTConfig, SkipLightAux, every_aux, sdft_losses
 from .unet import UNetConfig, UNetModel
@@ -69,6 +74,7 @@ class TrainConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig.ffhq256().replace(dropout=0.1))
     loss: SDFTConfig = field(default_factory=SDFTConfig.metfaces)
     lora: LoRAConfig = field(default_factory=LoRAConfig)   # rank 0: train every weight; rank r: LoRA adapters only
+    rival: RivalConfig = field(default_factory=RivalConfig)   # a rival regulariser added to the loss (none: off)
     noise_schedule: str = "linear"
     # optimisation
     steps: int = 10_000
@@ -99,6 +105,12 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.mode != "sdft" and self.loss.needs_teacher:
             object.__setattr__(self, "loss", dataclasses.replace(self.loss, lambda_distill=0.0, lambda_aux=0.0))
+        if self.rival.active and self.mode == "scratch":
+            raise ValueError(f"the {self.rival.method!r} rival regularises fine-tuning from a source model: use "
+                             "--mode naive or sdft")
+        if self.rival.method in ANCHORS_WEIGHTS and self.lora.rank:
+            raise ValueError(f"the {self.rival.method!r} rival anchors the full weights to the source; with LoRA it "
+                             "would anchor the adapters' random init: use it without --lora-rank")
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
@@ -148,6 +160,7 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["unet"] = self.unet.to_flags()
         d["lora"] = {**dataclasses.asdict(self.lora), "targets": list(self.lora.targets)}
+        d["rival"] = dataclasses.asdict(self.rival)
         d["loss"] = {f.name: weighting_spec(v) if callable(v) else v
                      for f in dataclasses.fields(self.loss) for v in [getattr(self.loss, f.name)]}
         return d
@@ -165,7 +178,7 @@ class TrainConfig:
 
 # the fields that decide which images, flips, t, ε and dropout masks each step draws
 STREAM_FIELDS = ("mode", "data_dir", "num_images", "seed", "batch_size", "grad_accum", "noise_schedule", "unet",
-                 "loss")
+                 "loss", "rival")
 
 
 # ---- distributed helpers ---------------------------------------------------------------------------
@@ -259,6 +272,11 @@ class Trainer:
         if teacher is not None:   # a half-precision inference copy on GPUs (the authors' fp16 teacher)
             teacher_dtype = self.precision if device.type == "cuda" else torch.float32
             self.teacher = _CastInputs(teacher.to(device, dtype=teacher_dtype, memory_format=memory_format))
+        try:   # from the source weights, before DDP, compiling or a resume
+            self.regularizer = build_regularizer(config, self.model, self.teacher, self.schedule, device,
+                                                 self.dist.rank, self.dist.world)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         self.ddp_model = self.model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -318,6 +336,10 @@ class Trainer:
 
     def _batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x0, t, noise) of this rank's micro-batch ``micro`` of the current step."""
+        return self._batch_and_generator(micro)[:3]
+
+    def _batch_and_generator(self, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
+        """(x0, t, noise, generator): the generator continues the micro-batch's stream for the regulariser."""
         c, d = self.config, self.dist
         per_micro = c.batch_size // (d.world * c.grad_accum)
         index = batch_indices(len(self.data), c.batch_size, self.step, c.seed)
@@ -328,7 +350,7 @@ class Trainer:
         noise = torch.randn(x0.shape, generator=gen, device=self.device)
         if self.memory_format is not None:
             x0, noise = x0.contiguous(memory_format=self.memory_format), noise.contiguous(memory_format=self.memory_format)
-        return x0, t, noise
+        return x0, t, noise, gen
 
     def train_step(self) -> dict[str, float]:
         c = self.config
@@ -339,12 +361,16 @@ class Trainer:
             if self.precision != torch.float32 else nullcontext()
         totals: dict[str, float] = {}
         for micro in range(c.grad_accum):
-            x0, t, noise = self._batch(micro)
+            x0, t, noise, gen = self._batch_and_generator(micro)
             sync = nullcontext() if micro == c.grad_accum - 1 or self.dist.world == 1 else self.ddp_model.no_sync()
             with sync:
                 with autocast:
                     terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, c.loss,
                                         c.unet.prediction, self.select_aux)
+                    if self.regularizer is not None:   # named terms ([B] or scalar), already weighted
+                        for name, value in self.regularizer(self.model, x0, t, noise, gen, self.step, micro).items():
+                            terms[name] = value
+                            terms["loss"] = terms["loss"] + value
                 loss = terms["loss"].mean() / c.grad_accum
                 self.scaler.scale(loss).backward()
             for name, value in terms.items():

@@ -11,6 +11,7 @@ import sdft_lite
 PACKAGE = Path(sdft_lite.__file__).parent
 RANKS = {"core": 0, "metrics": 1, "editing": 2, "synthfaces": 2, "experiments": 3, "cli": 4}
 SUBPACKAGES = set(RANKS) - {"core"}
+CORE_SUBPACKAGES = {"rivals"}   # subpackages of the core's rank: they import core modules only, and the core them
 
 
 def layer_of(module: str) -> str:
@@ -43,7 +44,7 @@ def violations(package_dir: Path = PACKAGE) -> list[str]:
     found = []
     for path in sorted(package_dir.rglob("*.py")):
         own = layer_of("sdft_lite." + ".".join(path.relative_to(package_dir).with_suffix("").parts))
-        for target in imported_modules(path, package_dir):
+        for target in sorted(imported_modules(path, package_dir)):   # sorted: set order varies by run
             other = layer_of(target)
             if other != own and RANKS[other] >= RANKS[own]:
                 found.append(f"{path.relative_to(package_dir)} ({own}) imports {target} ({other})")
@@ -63,3 +64,10 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     (fake / "core_module.py").write_text("def f():\n    from .experiments import zoo\n")
     assert violations(fake) == ["core_module.py (core) imports sdft_lite.experiments (experiments)",
                             "core_module.py (core) imports sdft_lite.experiments.zoo (experiments)"]
+
+
+def test_every_subpackage_has_a_layer():
+    """A new subpackage is registered here (in RANKS, or in CORE_SUBPACKAGES when it belongs to the core)."""
+    found = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert found - SUBPACKAGES - CORE_SUBPACKAGES == set()
+    assert CORE_SUBPACKAGES <= found and all(layer_of(f"sdft_lite.{name}.x") == "core" for name in CORE_SUBPACKAGES)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..adapters import LoRAConfig
+from ..rivals import RivalConfig
 from ..sampling import SAMPLERS
 from ..sdft import SDFTConfig
 from ..train import TrainConfig
@@ -30,6 +31,15 @@ LORA_HELP = {
             "sample / merge-lora add them to --source-checkpoint",
     "alpha": "scaling α/r of the update (default α = r)", "dropout": "dropout on the adapters' input",
     "targets": "layer kinds with adapters: conv, attention, linear (comma-separated)",
+}
+RIVAL_HELP = {
+    "method": "none | prior (DreamBooth's prior preservation) | l2sp (L2-SP) | ewc (EWC, diagonal Fisher) | "
+              "pairwise (DDPM-PA's pairwise similarity loss); --mode naive or sdft",
+    "weight": "the rival's one knob: w (prior), α (l2sp), λ (ewc) or the pairwise loss's weight",
+    "num_prior": "prior: images the source model samples once (deterministic DDIM from fixed seeds)",
+    "fisher_samples": "ewc: source samples the diagonal Fisher averages over",
+    "source_steps": "prior, ewc: the DDIM respacing the source samples are drawn with",
+    "pair_size": "pairwise: images of each micro-batch compared pairwise (0 = all of them)",
 }
 TRAIN_HELP = {
     "mode": "scratch | naive | sdft",
@@ -71,12 +81,14 @@ def add_parser(subparsers) -> None:
     train.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     train.add_argument("--unet-preset", choices=sorted(UNET_PRESETS), default=None,
                        help="U-Net architecture preset (default: the training preset's)")
-    add_dataclass_flags(train, TrainConfig, skip=("unet", "loss", "lora", "keep_last"), help_text=TRAIN_HELP,
+    add_dataclass_flags(train, TrainConfig, skip=("unet", "loss", "lora", "rival", "keep_last"), help_text=TRAIN_HELP,
                         group_title="training")
     add_dataclass_flags(train, SDFTConfig, help_text=LOSS_HELP, group_title="the SDFT loss (Eq. 6; ignored by "
                         "scratch / naive)", formats={f: weighting_spec for f in WEIGHTING_FIELDS})
     add_dataclass_flags(train, LoRAConfig, help_text=LORA_HELP, prefix="lora_",
                         group_title="LoRA (Hu et al. 2022): train low-rank adapters only, with --mode naive or sdft")
+    add_dataclass_flags(train, RivalConfig, help_text=RIVAL_HELP, prefix="rival_",
+                        group_title="a rival regulariser (sdft_lite.rivals), added to the loss of naive or sdft")
     add_dataclass_flags(train, UNetConfig, group_title="U-Net (guided-diffusion flag names)")
     train.set_defaults(func=run_train)
 
@@ -136,8 +148,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         loss_changes[name] = parse_weighting(loss_changes[name])
     loss = dataclasses.replace(config.loss, **loss_changes)
     lora = dataclasses.replace(config.lora, **overrides_from(args, LoRAConfig, prefix="lora_"))
-    return dataclasses.replace(config, **overrides_from(args, TrainConfig, skip=("unet", "loss", "lora")),
-                               unet=unet, loss=loss, lora=lora)
+    rival = dataclasses.replace(config.rival, **overrides_from(args, RivalConfig, prefix="rival_"))
+    return dataclasses.replace(config, **overrides_from(args, TrainConfig, skip=("unet", "loss", "lora", "rival")),
+                               unet=unet, loss=loss, lora=lora, rival=rival)
 
 
 def run_train(args: argparse.Namespace) -> int:
