@@ -23,22 +23,22 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "synthfaces/realism.pt": (
         "5f175286fe4ffacefab0c6f0dbd0e0dff7bcc8d42c73ee9c3e8d4d1620070da9",
         "SynthFaces realism feature network, 32 px, trained on an H100 and validated (instruments.json)"),
-    "synthfaces/zoo/scratch-lam0-1e9f72c3c3.pt": (
+    "synthfaces/zoo/scratch-lam0-22c66e8430.pt": (
         "e4440fd5043cfa62150de87582287e23d2921e625c40023ccef7945ade065e34",
         "quick-mode model of the chapters: scratch, λ 0, weighting p2, aux True, 150 steps × 32, fp16"),
-    "synthfaces/zoo/naive-lam0-dbb0a28028.pt": (
+    "synthfaces/zoo/naive-lam0-530b234a7f.pt": (
         "fa852dd34e396216fb51e540bbc7836877a1bd514ed7efcd7ebdf07df29488c8",
         "quick-mode model of the chapters: naive, λ 0, weighting p2, aux True, 150 steps × 32, fp16"),
-    "synthfaces/zoo/sdft-lam1-b5a13acf25.pt": (
+    "synthfaces/zoo/sdft-lam1-5137cc113e.pt": (
         "e9fce6cc0f4f51dbed753254f86d07e6842870c28b7a744517f4fb5998b7fa4c",
         "quick-mode model of the chapters: sdft, λ 1, weighting p2, aux True, 150 steps × 32, fp16"),
-    "synthfaces/zoo/sdft-lam1-771bdd49d5.pt": (
+    "synthfaces/zoo/sdft-lam1-bb5a4f9db2.pt": (
         "e26903ca138da4f81159fbfeaac2d9d6d0d44a0d7d0685a36f2b0968467ca453",
         "quick-mode model of the chapters: sdft, λ 1, weighting p2, aux False, 150 steps × 32, fp16"),
-    "synthfaces/zoo/sdft-lam1-d4da2e006c.pt": (
+    "synthfaces/zoo/sdft-lam1-a6bceaa451.pt": (
         "de7678aa7e6344ebd9cc1bc871cf4f59a515ea4afc167011d48e0303c2002688",
         "quick-mode model of the chapters: sdft, λ 1, weighting constant, aux True, 150 steps × 32, fp16"),
-    "synthfaces/zoo/sdft-lam3-2d9b4ee80c.pt": (
+    "synthfaces/zoo/sdft-lam3-078e29d51a.pt": (
         "3c0ea692cbe9ba48e4f5ec7c6123951e349d9e47fa2c869493a3eb92a943f8bf",
         "quick-mode model of the chapters: sdft, λ 3, weighting p2, aux True, 150 steps × 32, fp16"),
 }

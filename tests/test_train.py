@@ -218,14 +218,16 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
 
 
 def test_cli_help_documents_every_flag():
-    """Every field of TrainConfig, SDFTConfig and UNetConfig is a flag with its default shown, plus the
-    command's own options."""
+    """Every field of TrainConfig, SDFTConfig, LoRAConfig (as --lora-*) and UNetConfig is a flag with its default
+    shown, plus the command's own options."""
     import dataclasses
     from sdft_lite.sdft import SDFTConfig
     result = subprocess.run(CLI + ["train", "--help"], env=ENV, capture_output=True, text=True, check=True)
     help_text = " ".join(result.stdout.split())
+    from sdft_lite.adapters import LoRAConfig
     fields = [f.name for cls in (TrainConfig, SDFTConfig, UNetConfig) for f in dataclasses.fields(cls)
-              if f.name not in ("unet", "loss")]
+              if f.name not in ("unet", "loss", "lora")]
+    fields += [f"lora_{f.name}" for f in dataclasses.fields(LoRAConfig)]
     for name in fields:
         assert f"--{name.replace('_', '-')} " in help_text, name
     for flag in ("--resume", "--preset", "--unet-preset", "--device"):

@@ -175,5 +175,5 @@ def test_the_shipped_naive_model_is_what_fine_tuning_makes(monkeypatch, tmp_path
     shipped = zoo.finetuned(spec)
     a, b = (generate(m, 16, 32, "ddim20", seed=0, batch_size=16) for m in (fresh, shipped))
     difference = (a - b).abs().mean().item()
-    print(f"mean |fresh - shipped| over 16 DDIM-20 samples: {difference:.4f}")
-    assert difference < 0.02
+    print(f"mean |fresh - shipped| over 16 DDIM-20 samples: {difference:.5f}")
+    assert difference < 0.002   # ≈ 10× the 2e-4 measured on 2 and 1 threads (fp16 storage of the shipped copy)
