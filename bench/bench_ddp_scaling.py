@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sdft_lite.checkpoint import save_atomic  # noqa: E402
 from sdft_lite.config import hardware  # noqa: E402
 from sdft_lite.data import ImageSet  # noqa: E402
-from sdft_lite.train import TrainConfig, Trainer, init_distributed  # noqa: E402
+from sdft_lite.distributed import init_distributed  # noqa: E402
+from sdft_lite.train import TrainConfig, Trainer  # noqa: E402
 from sdft_lite.unet import UNetConfig, UNetModel  # noqa: E402
 
 PRESETS = {"ffhq256": UNetConfig.ffhq256, "tiny": UNetConfig.tiny}

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -78,4 +79,28 @@ def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]
         ax.set(xlabel=xlabels[panel], ylabel=ylabel, ylim=(-0.05, 1.08), xscale="log" if panel in log_x else "linear")
         ax.grid(alpha=0.3)
     figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def nearest_distances(panels: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], float]],
+                      threshold: float, bins: int = 30) -> Figure:
+    """Memorisation, one row per distance: ``panels[name] = (d1, train_nearest, ratio, share)``.
+
+    Left: histogram of each sample's distance to its nearest training image (d1) over the training images'
+    distances to their own nearest other training image, on shared bins. Right: d1/d2 per sample, with the
+    near-duplicate threshold and the share below it."""
+    figure = Figure(figsize=(9, 2.8 * len(panels)), layout="tight")
+    axes = figure.subplots(len(panels), 2, squeeze=False)
+    for (left, right), (name, (d1, train_nearest, ratio, share)) in zip(axes, panels.items()):
+        top = max(float(np.max(d1)), float(np.max(train_nearest))) or 1.0
+        edges = np.linspace(0.0, top, bins + 1)
+        left.hist(train_nearest, edges, color="tab:gray", alpha=0.5, label="training → nearest other training")
+        left.hist(d1, edges, color="tab:blue", alpha=0.7, label="sample → nearest training")
+        left.set(xlabel=f"{name} distance", ylabel="images")
+        left.legend(fontsize=7)
+        right.hist(ratio, np.linspace(0.0, max(1.0, float(np.max(ratio))), bins + 1), color="tab:blue", alpha=0.7)
+        right.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.3g}")
+        right.set(xlabel="nearest / second-nearest training distance", ylabel="samples",
+                  title=f"near-duplicates: {share:.1%}")
+        right.legend(fontsize=7)
     return figure

@@ -10,8 +10,12 @@ pairwise loss) is built once at setup and adds its named terms to every micro-ba
 Every random draw of step ``s`` (the batch, flips, t, ε, dropout, a rival's draws) is a pure function of
 (seed, s, rank), so a run killed at any point and resumed from its last checkpoint reproduces the uninterrupted
 run. Checkpoints are written atomically; a NaN/Inf loss stops the run before anything is saved, so the last good
-checkpoint stays.
-Runs under ``torchrun`` use DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 logs and saves.
+checkpoint stays. With ``lora.rank`` > 0 only LoRA adapters train (``adapters``); the optimiser, clipping, EMA and
+checkpoints cover ``trainable_parameters`` alone.
+
+The loop (:meth:`Trainer.run`) reads in nanoGPT's order: resume, then per step train → log → save → sample; the
+helpers live beside it: ``distributed`` (torchrun, DDP), ``run_folder`` (checkpoints to keep, resume, stale
+files), ``run_log`` (log.jsonl and the progress bar), ``checkpoint`` (atomic, weights-only files).
 """
 from __future__ import annotations
 
@@ -19,15 +23,12 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import signal
-import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from . import checkpoint as ckpt
 from . import figures, run_folder
@@ -35,6 +36,8 @@ from .adapters import LoRAConfig, add_lora, load_trainable_state_dict, merge_lor
 from .assets import asset_path
 from .config import pick_device, pick_precision
 from .data import ImageSet, batch_indices, load_image_folder, random_flip
+from .distributed import init_distributed, replicas_identical, wrap_ddp
+from .run_log import RunLog, peak_memory, read_log
 from .rivals import ANCHORS_WEIGHTS, RivalConfig, build_regularizer
 from .schedule import make_schedule
 from .sdft import SDFTConfig, SkipLightAux, every_aux, sdft_losses
@@ -181,32 +184,6 @@ STREAM_FIELDS = ("mode", "data_dir", "num_images", "seed", "batch_size", "grad_a
                  "loss", "rival")
 
 
-# ---- distributed helpers ---------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
-
-
 # ---- models ----------------------------------------------------------------------------------------
 def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
     """(student, teacher): the student from the source checkpoint (naive / sdft) or random (scratch); the
@@ -277,11 +254,7 @@ class Trainer:
                                                  self.dist.rank, self.dist.world)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.ddp_model = self.model
-        if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.ddp_model = wrap_ddp(self.model, self.dist, device)
         if config.compile and device.type == "cuda":
             self._compile()
         fused = device.type == "cuda"
@@ -409,11 +382,9 @@ class Trainer:
         self.model.train()
         return save_grid(images, self.out_dir / "samples" / f"step_{self.step:07d}.png")
 
-    def _install_signal_handlers(self):
-        def request_stop(signum, frame):
-            self.stop_requested = True
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        return previous
+    def request_stop(self, signum=None, frame=None) -> None:
+        """Finish the current step, save and return (what SIGINT and SIGTERM do during :meth:`run`)."""
+        self.stop_requested = True
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, resume: bool | str = False, resume_from: str | Path | None = None) -> dict:
@@ -428,60 +399,27 @@ class Trainer:
         if self.dist.main:
             run_folder.remove_stale_temp_files(self.out_dir)
             (self.out_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
-        log = open(self.out_dir / "log.jsonl", "a") if self.dist.main else None
-        previous = self._install_signal_handlers()
-        bar = _progress(c, self.step, self.dist.main)
-        last_time, last_step, last = time.perf_counter(), self.step, {}
-        try:
+        last = {}
+        with stop_on_signals(self.request_stop), RunLog(self.out_dir, c.log_every, c.steps, self.step, c.batch_size,
+                                                        self.device, self.dist.main, c.progress, c.mode) as log:
             while self.step < c.steps and not self.stop_requested:
-                terms = self.train_step()
-                last = terms
-                if log and (self.step % c.log_every == 0 or self.step == c.steps):
-                    now = time.perf_counter()
-                    rate = (self.step - last_step) * c.batch_size / max(now - last_time, 1e-9)
-                    last_time, last_step = now, self.step
-                    record = {"step": self.step, **terms,
-                              "img_per_s": round(rate, 2), "lr": self._lr(), **self._memory()}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if k != "loss"} | {"img/s": f"{rate:.1f}"})
-                if bar is not None:
-                    bar.update(1)
+                last = self.train_step()
+                log.step(self.step, last, self._lr())
                 if c.save_every and self.step % c.save_every == 0:
                     self.save()
                 if c.sample_every and self.step % c.sample_every == 0:
                     self.sample_grid()
             self.save()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
-            if log:
-                log.close()
-        result = {"step": self.step, "stopped_early": self.stop_requested, **last, **self._memory()}
+        result = {"step": self.step, "stopped_early": self.stop_requested, **last, **peak_memory(self.device)}
         if self.dist.world > 1:
-            result["replicas_identical"] = self.replicas_identical()
+            result["replicas_identical"] = replicas_identical(self.model, self.dist)
         if self.dist.main and not self.stop_requested:
             figures.save(figures.loss_curves(read_log(self.out_dir / "log.jsonl")), self.out_dir / "loss.png", dpi=100)
         return result
 
-    def _memory(self) -> dict[str, float]:
-        """{"peak_mem_gb": ...}: the most GPU memory this process has held (CUDA only; {} elsewhere)."""
-        if self.device.type != "cuda":
-            return {}
-        return {"peak_mem_gb": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)}
-
-    @torch.no_grad()
     def replicas_identical(self) -> bool:
-        """True when every rank holds bit-identical weights (compared through a gathered fingerprint)."""
-        flat = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
-        weights = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=torch.float64).sin()
-        fingerprint = torch.stack([flat.sum(), (flat * weights).sum()])
-        gathered = [torch.zeros_like(fingerprint) for _ in range(self.dist.world)]
-        dist.all_gather(gathered, fingerprint)
-        return all(torch.equal(g, gathered[0]) for g in gathered)
+        """True when every rank holds bit-identical weights."""
+        return replicas_identical(self.model, self.dist)
 
 
 class _CastInputs(torch.nn.Module):
@@ -496,11 +434,15 @@ class _CastInputs(torch.nn.Module):
         return self.model(x.to(self.dtype), t).float()
 
 
-def _progress(config: TrainConfig, start: int, main: bool):
-    if not (config.progress and main):
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=config.steps, initial=start, desc=config.mode, dynamic_ncols=True)
+@contextmanager
+def stop_on_signals(handler):
+    """Route SIGINT and SIGTERM to ``handler`` inside the block; the previous handlers come back afterwards."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def load_trained(path: str | Path, which: str = "model") -> UNetModel:
@@ -516,11 +458,6 @@ def load_trained(path: str | Path, which: str = "model") -> UNetModel:
     adapted = add_lora(base, LoRAConfig(**{**lora, "targets": tuple(lora["targets"])}))
     load_trainable_state_dict(adapted, state[which], source=f"{path} ({which} adapters)")
     return merge_lora(adapted).eval()
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's ``log.jsonl``: one dict of loss terms (and speed, lr, memory) per logged step."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def train(config: TrainConfig, device: str | None = None, resume: bool | str = False,

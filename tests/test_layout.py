@@ -42,9 +42,9 @@ def imported_modules(path: Path, package_dir: Path) -> set[str]:
 
 def violations(package_dir: Path = PACKAGE) -> list[str]:
     found = []
-    for path in sorted(package_dir.rglob("*.py")):
+    for path in sorted(package_dir.rglob("*.py")):   # sorted: the report does not depend on hash order
         own = layer_of("sdft_lite." + ".".join(path.relative_to(package_dir).with_suffix("").parts))
-        for target in sorted(imported_modules(path, package_dir)):   # sorted: set order varies by run
+        for target in sorted(imported_modules(path, package_dir)):
             other = layer_of(target)
             if other != own and RANKS[other] >= RANKS[own]:
                 found.append(f"{path.relative_to(package_dir)} ({own}) imports {target} ({other})")

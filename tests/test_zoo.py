@@ -175,5 +175,18 @@ def test_the_shipped_naive_model_is_what_fine_tuning_makes(monkeypatch, tmp_path
     shipped = zoo.finetuned(spec)
     a, b = (generate(m, 16, 32, "ddim20", seed=0, batch_size=16) for m in (fresh, shipped))
     difference = (a - b).abs().mean().item()
-    print(f"mean |fresh - shipped| over 16 DDIM-20 samples: {difference:.4f}")
-    assert difference < 0.02
+    print(f"mean |fresh - shipped| over 16 DDIM-20 samples: {difference:.5f}")
+    assert difference < 0.002   # ≈ 10× the 2e-4 measured on 2 and 1 threads (fp16 storage of the shipped copy)
+
+
+def test_a_lora_run_is_cached_as_its_merged_plain_unet(counted_trainer):
+    """A LoRA fine-tuning is stored merged, so loading it from the cache (as parallel workers do) gives the same
+    plain U-Net with guided-diffusion's keys."""
+    from sdft_lite.adapters import LoRAConfig, has_lora
+    config = dataclasses.replace(TINY, lora=LoRAConfig(rank=2))
+    trained = zoo.finetuned(config, device="cpu")
+    loaded = zoo.finetuned(config, device="cpu")
+    assert counted_trainer == ["naive"] and not has_lora(trained) and not has_lora(loaded)
+    source = weights(zoo.source_model())
+    assert set(weights(loaded)) == set(source)
+    assert all(torch.equal(a, b) for a, b in zip(weights(trained).values(), weights(loaded).values()))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..assets import REGISTRY, asset_path
+from ..adapters import merge_lora
 from ..checkpoint import load_unet, save_atomic
 from ..config import home, quick_mode
 from ..sdft import SDFTConfig
@@ -115,7 +116,7 @@ def finetuned(config: TrainConfig | None = None, device: str | None = None) -> U
     trainer = Trainer(dataclasses.replace(config, out_dir=str(run_dir)), device=device, data=data)
     if trainer.run().get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
         raise KeyboardInterrupt(f"fine-tuning {key(config)} was stopped at step {trainer.step} of {config.steps}")
-    model = trainer.model.cpu().eval()
+    model = merge_lora(trainer.model).cpu().eval()   # a LoRA run is cached as its merged, plain U-Net
     save_atomic({"model": model.state_dict(), "unet_config": config.unet.to_flags(), "config": config.to_dict(),
                  "log": (run_dir / "log.jsonl").read_text()}, path)
     for trainer_checkpoint in run_dir.glob("ckpt_*.pt"):   # optimizer state etc.: not needed once exported

@@ -1,6 +1,7 @@
 """``sdft-lite evaluate``: the paper's metrics on folders of images, printed as a table and saved as JSON.
 
-  sdft-lite evaluate --samples DIR --ref DIR [--pairs DIR] [--metrics fid kid lpips psnr ssim sdir id]
+  sdft-lite evaluate --samples DIR --ref DIR [--pairs DIR] [--train DIR]
+                     [--metrics fid kid lpips psnr ssim sdir id diversity memorisation]
                      [--extractor NAME] [--out results.json]
 
 Inputs
@@ -9,6 +10,13 @@ Inputs
   --pairs DIR     an image-to-image result: DIR/input/NAME (source) and DIR/output/NAME (translated or edited),
                   matched by file name. LPIPS, PSNR, SSIM and ID compare output with input; S_dir scores the
                   edit input -> output against --source-text -> --target-text.
+  --train DIR     the training images of the model behind --samples (read with training's preprocessing, at the
+                  samples' size). "diversity" is intra-cluster LPIPS (Ojha et al. 2021): samples clustered to
+                  their nearest training image, mean pairwise distance inside the clusters. "memorisation" gives
+                  each sample's nearest training image and the share of near-duplicates (nearest / second-nearest
+                  distance < 1/3, Gu et al. 2023), with the pluggable distance and with pixel L2.
+                  --distance auto uses LPIPS when its trunk file is present and otherwise the SynthFaces realism
+                  net's features, whose rows are then named after them, never LPIPS.
 
 Every number is printed with the network that produced it and whether it is comparable with the paper's.
 A metric whose weights are absent is reported as unavailable with the file, its source and its destination
@@ -17,25 +25,27 @@ names one, and the table then marks them as not comparable.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from sdft_lite.config import pick_device
-from sdft_lite.metrics import clip_direction, fid, fidelity, identity, perceptual
-from sdft_lite.metrics.images import iter_pair_batches
+from sdft_lite.metrics import clip_direction, distances, diversity, fid, fidelity, identity, memorisation, perceptual
+from sdft_lite.metrics.images import iter_pair_batches, list_images, load_images, load_images_at
 from sdft_lite.metrics.weights import MissingWeightsError
 
 UNPAIRED_METRICS = ("fid", "kid")
 PAIRED_METRICS = ("lpips", "psnr", "ssim", "sdir", "id")
-ALL_METRICS = UNPAIRED_METRICS + PAIRED_METRICS
+SET_METRICS = ("diversity", "memorisation")  # samples against their training images (--train)
+ALL_METRICS = UNPAIRED_METRICS + PAIRED_METRICS + SET_METRICS
 LABELS = {"fid": "FID", "kid": "KID×10³", "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM",
-          "sdir": "S_dir", "id": "ID (ArcFace)"}
+          "sdir": "S_dir", "id": "ID (ArcFace)", "diversity": "intra-cluster LPIPS",
+          "memorisation": "near-duplicates", "memorisation_l2": "near-duplicates (pixel L2)"}
+DISTANCES = ("auto", "lpips", "features")
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,13 @@ class Row:
     value: float
     model: str
     n: str
-    vs_paper: str  # "yes", "no" or "unverified"
+    vs_paper: str  # "yes", "no", "unverified" or "n/a" (the paper reports no such number)
     details: dict = field(default_factory=dict)
+    label: str = ""  # the table's name when it depends on the distance (default: LABELS[metric])
+
+    @property
+    def title(self) -> str:
+        return self.label or LABELS[self.metric]
 
 
 @dataclass
@@ -62,7 +77,7 @@ class Report:
 
         return {
             "inputs": self.inputs,
-            "metrics": {r.metric: {"label": LABELS[r.metric], "value": number(r.value), "model": r.model,
+            "metrics": {r.metric: {"label": r.title, "value": number(r.value), "model": r.model,
                                    "n": r.n, "comparable_with_paper": r.vs_paper, "details": r.details}
                         for r in self.rows},
             "unavailable": self.unavailable,
@@ -176,13 +191,89 @@ def _paired_row(metric: str, values: torch.Tensor, models: dict, settings: Paire
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Set metrics: diversity and memorisation of the samples against the training images
+
+
+@dataclass
+class SetSettings:
+    """How "diversity" and "memorisation" are measured. ``distance``: "auto" (LPIPS when its trunk file is
+    present, else ``features``), "lpips" or "features"; ``features(device, metric)`` builds the stand-in feature
+    distance (the command line passes the SynthFaces realism net); LPIPS's net and trunk come from PairedSettings."""
+
+    distance: str = "auto"
+    features: Callable[[torch.device, str], distances.Distance] | None = None
+    feature_metric: str = "cosine"
+    max_per_cluster: int | None = diversity.PAPER_CLUSTER_SIZE
+    near_duplicate_ratio: float = memorisation.NEAR_DUPLICATE_RATIO
+    seed: int = 0
+    bins: int = memorisation.HISTOGRAM_BINS
+    histogram: str | Path | None = None  # write the memorisation figure here
+
+
+def _set_distance(settings: SetSettings, paired: PairedSettings, device: torch.device,
+                  batch_size: int) -> distances.Distance:
+    """LPIPS, or the named feature distance standing in for it (MissingWeightsError when neither can be built)."""
+    missing = None
+    if settings.distance in ("auto", "lpips"):
+        try:
+            return distances.lpips_distance(net=paired.lpips_net, backbone=paired.lpips_backbone, device=device,
+                                            batch_size=batch_size)
+        except MissingWeightsError as error:
+            if settings.distance == "lpips" or settings.features is None:
+                raise
+            missing = error
+    distance = settings.features(device, settings.feature_metric)
+    note = (f"stands in for LPIPS, whose trunk is missing ({missing.what})" if missing
+            else "was chosen instead of LPIPS (--distance features)")
+    return replace(distance, note=note)
+
+
+def _set_rows(samples_dir: Path, train_dir: Path, wanted: Sequence[str], settings: SetSettings,
+              paired: PairedSettings, device: torch.device, batch_size: int) -> tuple[list[Row], dict[str, str]]:
+    sample_paths, train_paths = list_images(samples_dir), list_images(train_dir)
+    samples = load_images(sample_paths)
+    if samples.shape[-1] != samples.shape[-2]:
+        raise ValueError(f"{samples_dir}: diversity/memorisation need square samples, got {tuple(samples.shape[-2:])}")
+    train = load_images_at(train_paths, samples.shape[-1])
+    n = f"{len(samples)} samples, {len(train)} train"
+    try:
+        distance = _set_distance(settings, paired, device, batch_size)
+    except MissingWeightsError as error:
+        hint = ("\n  With --distance auto the SynthFaces realism net's features stand in (named as such); from "
+                "Python, pass SetSettings(features=...), e.g. sdft_lite.synthfaces.realism_distance.")
+        distance, unavailable = None, {m: str(error) + hint for m in wanted}
+    else:
+        unavailable = {}
+    rows, sample_train = [], distance.matrix(samples, train) if distance else None
+    if distance and "diversity" in wanted:
+        result = diversity.intra_cluster_distance(samples, train, distance, settings.max_per_cluster,
+                                                  settings.seed, sample_train)
+        rows.append(Row("diversity", result.value, distance.name, n, "n/a", result.to_json(), result.label))
+    if "memorisation" in wanted:
+        names = ([p.relative_to(samples_dir).as_posix() for p in sample_paths],
+                 [p.relative_to(train_dir).as_posix() for p in train_paths])
+        report = memorisation.memorisation_report(samples, train, distance, settings.near_duplicate_ratio,
+                                                  settings.bins, sample_train, *names)
+        for name, block in report.by_distance.items():
+            main = distance is not None and name == distance.name and distance.kind != "pixel"
+            details = {**block.to_json(*names, settings.bins), "distance_note": distance.note if main else ""}
+            label = f"near-duplicates ({distance.short})" if main else LABELS["memorisation_l2"]
+            rows.append(Row("memorisation" if main else "memorisation_l2", block.share, name, n, "n/a", details,
+                            label))
+        if settings.histogram:
+            from sdft_lite import figures
+            figures.save(report.figure(), settings.histogram)
+    return rows, unavailable
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The table and the command
 
 
 def format_table(report: Report) -> str:
     """The rows as an aligned table, with footnotes on comparability and the unavailable metrics."""
     header = ("metric", "value", "network / setting", "n", "vs paper")
-    lines = [(LABELS[r.metric], f"{r.value:.4f}", r.model, r.n, r.vs_paper) for r in report.rows]
+    lines = [(r.title, f"{r.value:.4f}", r.model, r.n, r.vs_paper) for r in report.rows]
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *lines]]
     notes = []
@@ -195,36 +286,57 @@ def format_table(report: Report) -> str:
                      "use --authors-scaling to reproduce that convention.")
     if any(r.vs_paper == "unverified" for r in report.rows):
         notes.append("S_dir / ID: which CLIP and ArcFace models SDFT used is UNVERIFIED.")
+    stand_ins = {(r.model, r.details["distance_note"]) for r in report.rows
+                 if r.metric in SET_METRICS and r.details.get("distance_note")}
+    for model, why in sorted(stand_ins):
+        notes.append(f"diversity / near-duplicates by {model}, which {why}: NOT LPIPS, comparable only with "
+                     "numbers from the same distance.")
+    if any(r.metric == "diversity" for r in report.rows):
+        notes.append("intra-cluster: samples clustered to their nearest training image; clusters with fewer than 2 "
+                     "samples are left out of the mean (Ojha et al. 2021).")
+    thresholds = {r.details["ratio_threshold"] for r in report.rows if r.metric.startswith("memorisation")}
+    for threshold in sorted(thresholds):
+        notes.append(f"near-duplicates: share of samples whose nearest training image is < {threshold:.3g} times as "
+                     "far as the second-nearest (Gu et al. 2023).")
     text += [f"note: {n}" for n in notes]
     text += [f"{LABELS[m]}: unavailable\n  {msg}" for m, msg in report.unavailable.items()]
     return "\n".join(text)
 
 
-def _default_metrics(samples_dir, ref_dir, pairs_dir) -> tuple[str, ...]:
+def _default_metrics(samples_dir, ref_dir, pairs_dir, train_dir) -> tuple[str, ...]:
     unpaired = UNPAIRED_METRICS if samples_dir and ref_dir else ()
     paired = ("lpips", "psnr", "ssim") if pairs_dir else ()
-    return unpaired + paired
+    sets = SET_METRICS if samples_dir and train_dir else ()
+    return unpaired + paired + sets
 
 
 def evaluate(samples_dir: str | Path | None = None, ref_dir: str | Path | None = None,
              pairs_dir: str | Path | None = None, metrics: Sequence[str] | None = None,
              extractor: str | None = None, out_json: str | Path | None = None, *,
              paired: PairedSettings | None = None, device: str | None = None, batch_size: int = 32,
-             print_table: bool = True) -> Report:
-    """Compute ``metrics`` (default: FID, KID with --samples/--ref; LPIPS, PSNR, SSIM with --pairs)."""
-    metrics = tuple(metrics) if metrics else _default_metrics(samples_dir, ref_dir, pairs_dir)
+             print_table: bool = True, train_dir: str | Path | None = None, sets: SetSettings | None = None) -> Report:
+    """Compute ``metrics`` (default: FID, KID with --samples/--ref; LPIPS, PSNR, SSIM with --pairs; diversity and
+    memorisation with --samples/--train)."""
+    metrics = tuple(metrics) if metrics else _default_metrics(samples_dir, ref_dir, pairs_dir, train_dir)
     unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {ALL_METRICS}")
-    paired = paired or PairedSettings()
+    paired, sets = paired or PairedSettings(), sets or SetSettings()
     wanted_unpaired = [m for m in metrics if m in UNPAIRED_METRICS]
     wanted_paired = [m for m in metrics if m in PAIRED_METRICS]
+    wanted_sets = [m for m in metrics if m in SET_METRICS]
     if wanted_unpaired and not (samples_dir and ref_dir):
         raise ValueError("FID/KID need both --samples and --ref")
     if wanted_paired and not pairs_dir:
         raise ValueError(f"{', '.join(wanted_paired)} need --pairs DIR (with input/ and output/ subfolders)")
     if "sdir" in wanted_paired and not (paired.source_text and paired.target_text):
         raise ValueError("S_dir needs --source-text and --target-text (e.g. 'face' 'smiling face')")
+    if wanted_sets and not (samples_dir and train_dir):
+        raise ValueError(f"{', '.join(wanted_sets)} need --samples and --train (the model's training images)")
+    if sets.distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got '{sets.distance}'")
+    if wanted_sets and sets.distance == "features" and sets.features is None:
+        raise ValueError("distance 'features' needs SetSettings.features (the command line uses the realism net)")
 
     torch_device = pick_device(device)
     rows, unavailable = [], {}
@@ -235,9 +347,13 @@ def evaluate(samples_dir: str | Path | None = None, ref_dir: str | Path | None =
     if wanted_paired:
         new_rows, missing = _paired_rows(Path(pairs_dir), wanted_paired, paired, torch_device, batch_size)
         rows, unavailable = rows + new_rows, {**unavailable, **missing}
+    if wanted_sets:
+        new_rows, missing = _set_rows(Path(samples_dir), Path(train_dir), wanted_sets, sets, paired, torch_device,
+                                      batch_size)
+        rows, unavailable = rows + new_rows, {**unavailable, **missing}
 
     inputs = {"samples": str(samples_dir) if samples_dir else None, "ref": str(ref_dir) if ref_dir else None,
-              "pairs": str(pairs_dir) if pairs_dir else None}
+              "pairs": str(pairs_dir) if pairs_dir else None, "train": str(train_dir) if train_dir else None}
     report = Report(rows, unavailable, inputs)
     if print_table:
         print(format_table(report))

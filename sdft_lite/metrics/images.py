@@ -34,6 +34,15 @@ def load_images(paths: list[Path]) -> torch.Tensor:
     return torch.stack([load_image(p) for p in paths])
 
 
+def load_images_at(paths: list[Path], size: int) -> torch.Tensor:
+    """Files as training reads them (``data.load_image``: centre crop, resized to ``size``): [N, 3, size, size]
+    in [-1, 1]. A file already at ``size`` × ``size`` is read unchanged."""
+    if not paths:
+        raise ValueError("no images to load")
+    arrays = np.stack([data.load_image(Path(p), size) for p in paths]).astype(np.float32)
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1
+
+
 def pair_names(pairs_dir: str | Path) -> list[str]:
     """File names shared by ``pairs_dir/input/`` and ``pairs_dir/output/`` (sorted).
 

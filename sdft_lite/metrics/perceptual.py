@@ -41,11 +41,16 @@ class LPIPSResult:
 
     @property
     def model_name(self) -> str:
-        name = f"lpips-{self.net}"
-        return name if self.calibrated else f"{name}[RANDOM TRUNK: not the calibrated metric]"
+        return lpips_model_name(self.net, self.backbone)
 
     def comparable_with(self, other: object) -> bool:
         return isinstance(other, LPIPSResult) and other.model_name == self.model_name
+
+
+def lpips_model_name(net: str, backbone: str) -> str:
+    """The name every LPIPS number carries: ``lpips-vgg``, or with a random trunk, a name that says so."""
+    name = f"lpips-{net}"
+    return name if backbone == "imagenet" else f"{name}[RANDOM TRUNK: not the calibrated metric]"
 
 
 def build_lpips(net: str = "vgg", backbone: str = "imagenet", device: str | torch.device | None = None,

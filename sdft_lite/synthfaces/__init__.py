@@ -13,7 +13,7 @@ from .classifier import AttributeClassifier, ClassifierConfig, load_classifier, 
 from .domains import DomainSpec, FaceDataset, read_domain, read_labels, write_domain
 from .preview import save_preview
 from .realism import (RealismConfig, RealismNet, load_feature_extractor, load_realism,
-                      make_feature_extractor, save_realism, train_realism,
+                      make_feature_extractor, realism_distance, save_realism, train_realism,
                       validate_realism)
 from .renderer import render, to_tensor, to_uint8
 
@@ -21,6 +21,6 @@ __all__ = [
     "ATTRIBUTES", "FACE_ATTRIBUTES", "NUM_LEVELS", "FaceLabels", "AttributeClassifier", "ClassifierConfig",
     "load_classifier", "save_classifier", "train_classifier", "DomainSpec", "FaceDataset", "read_domain",
     "read_labels", "write_domain", "save_preview", "RealismConfig", "RealismNet",
-    "load_feature_extractor", "load_realism", "make_feature_extractor",
+    "load_feature_extractor", "load_realism", "make_feature_extractor", "realism_distance",
     "save_realism", "train_realism", "validate_realism", "render", "to_tensor", "to_uint8",
 ]

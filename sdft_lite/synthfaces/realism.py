@@ -15,6 +15,7 @@ best, the photo source, blurred and noised portraits clearly worse, against both
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -26,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..assets import asset_path
 from ..checkpoint import MissingWeightsError, read_checkpoint, reading
 from ..config import home, pick_device, quick_mode
+from ..metrics.distances import Distance, euclidean, squared_euclidean
 from ..metrics.frechet import frechet_distance_of_features
 from .attributes import FACE_ATTRIBUTES, NUM_LEVELS
 from .degrade import add_noise, color_shift, gaussian_blur, pixelate
@@ -276,3 +279,60 @@ def load_feature_extractor(path: str | Path | None = None, device: str | torch.d
                                   "train it: sdft-lite synthfaces train-instruments --out DIR",
                                   str(default_realism_path()), searched=(path,))
     return make_feature_extractor(load_realism(path, device), input_range=input_range)
+
+
+
+# ---- as an image distance (diversity and memorisation when LPIPS's trunk is missing) --------------------------
+
+SHIPPED_REALISM = "synthfaces/realism.pt"
+REALISM_DISTANCE = "synthfaces-realism"
+DISTANCE_STAGES = (2, 4, 6)  # outputs of backbone.stages[1], [3], [5]: 16², 8², 4² positions at 32 px
+
+
+@torch.no_grad()
+def realism_maps(model: RealismNet, images: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """The realism net's feature maps after :data:`DISTANCE_STAGES`, flattened: images [B, 3, H, W] in [-1, 1]
+    (resized to the net's size) → e: [B, D], scaled so that, with L stages and f_l(x, p) the C_l features at
+    position p of stage l,
+
+      cosine:    ‖e(x) − e(y)‖² = 1/L Σ_l mean_p (1 − cos(f_l(x, p), f_l(y, p)))   (LPIPS's form, equal weights)
+      euclidean: ‖e(x) − e(y)‖² = 1/L Σ_l mean_p ‖f_l(x, p) − f_l(y, p)‖²
+    """
+    backbone, device = model.backbone, next(model.parameters()).device
+    h, parts = backbone.stem(as_model_input(images, model.config.size, device, "-1..1")), []
+    for index, stage in enumerate(backbone.stages, start=1):
+        h = stage(h)
+        if index in DISTANCE_STAGES:
+            positions = h.shape[-1] * h.shape[-2]
+            if metric == "cosine":
+                parts.append(F.normalize(h, dim=1).flatten(1) / math.sqrt(2 * len(DISTANCE_STAGES) * positions))
+            else:
+                parts.append(h.flatten(1) / math.sqrt(len(DISTANCE_STAGES) * positions))
+    return torch.cat(parts, dim=1).float().cpu()
+
+
+def realism_distance(path: str | Path | None = None, metric: str = "cosine", device: str | torch.device = "cpu",
+                     note: str = "") -> Distance:
+    """The realism net as an image distance, "synthfaces-realism cosine" (default: the net shipped with the package).
+
+    cosine (in [0, 1]): 1 − cos of the features at each position of three stages' maps (:func:`realism_maps`),
+    averaged, as LPIPS does with its trunk but with equal weights; euclidean: the root-mean-square feature
+    difference. Maps, not the pooled features :func:`make_feature_extractor` gives: those are built to ignore
+    content (attributes by training, layout by pooling), and two different faces lie closer under them than a face
+    and its copy with noise of std 0.03.
+
+    What it sees: edges, colours and layout, as the net's early layers encode them. It is not calibrated on human
+    judgements as LPIPS is, and it was trained on 32-px SynthFaces (other sizes are resized), so on photographs
+    it is out of its domain. Numbers from it compare only with numbers from it.
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got '{metric}'")
+    path = Path(path) if path else asset_path(SHIPPED_REALISM)
+    if not path.is_file():
+        raise MissingWeightsError("the SynthFaces realism net (realism.pt)",
+                                  "train it: sdft-lite synthfaces train-instruments --out DIR", str(path),
+                                  searched=(path,))
+    model = load_realism(path, device)
+    pair_matrix = squared_euclidean if metric == "cosine" else euclidean
+    return Distance(f"{REALISM_DISTANCE} {metric}", "features", partial(realism_maps, model, metric=metric),
+                    pair_matrix, squared=metric == "cosine", batch_size=256, note=note)
