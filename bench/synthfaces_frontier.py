@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite import figures  # noqa: E402
 from sdft_lite.experiments.frontier import (FrontierConfig, format_frontier, frontier_figure,  # noqa: E402
-                                            merge_results, run_frontier)
+                                            merge_results, run_frontier, write_result)
 
 
 def commit() -> str:
@@ -40,7 +40,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         result = merge_results([json.loads((Path(f) / "frontier.json").read_text()) for f in args.merge])
-        (out / "frontier.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        write_result(out, result)
         figures.save(frontier_figure(result), out / "frontier.png")
     else:
         config = FrontierConfig.quick() if args.quick else FrontierConfig.full()
@@ -48,8 +48,7 @@ def main() -> int:
         config = dataclasses.replace(config, benchmark=dataclasses.replace(config.benchmark, seeds=seeds))
         result = run_frontier(config, out, workers=args.workers)
         result["command"], result["commit"] = " ".join(sys.argv), commit()
-        (out / "frontier.json").write_text(json.dumps(result, indent=2, ensure_ascii=False,
-                                                      default=lambda v: None))
+        write_result(out, result)
     table = format_frontier(result)
     (out / "frontier.txt").write_text(table + "\n")
     print(table)

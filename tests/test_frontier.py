@@ -22,6 +22,8 @@ def test_every_run_shares_the_budget_and_differs_only_in_its_method():
     assert by_label["naive", 0.0].mode == "naive" and by_label["SDFT", 1.0].loss.lambda_distill == 1.0
     assert by_label["LoRA", 4.0].lora == LoRAConfig(rank=4) and by_label["LoRA", 4.0].mode == "naive"
     assert by_label["SDFT + LoRA r4", 10.0].lora.rank == 4 and by_label["SDFT + LoRA r4", 10.0].mode == "sdft"
+    ewc = by_label["EWC", 1e6]
+    assert (ewc.mode, ewc.rival.method, ewc.rival.weight, ewc.loss.needs_teacher) == ("naive", "ewc", 1e6, False)
 
 
 def test_a_tiny_frontier_end_to_end(tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 
 A *method* is a label, the name of its knob and a function from a knob value to the TrainConfig of a run (with the
 benchmark's fine-tuning budget); :data:`METHODS` lists what a practitioner would try instead of SDFT (naive
-fine-tuning, LoRA, and — once registered in ``sdft_lite.rivals`` — prior preservation, L2-SP, EWC and DDPM-PA's
-pairwise similarity) beside SDFT itself. Every model is sampled from the benchmark's shared noises and measured
+fine-tuning, LoRA, and the regularisers of ``sdft_lite.rivals``: DreamBooth's prior preservation, L2-SP, EWC and
+DDPM-PA's pairwise similarity) beside SDFT itself. Every model is sampled from the benchmark's shared noises and measured
 four ways:
 
 - what it kept: retention of the attributes the target lacks (``benchmark.sample_metrics``), portrait-style rate;
@@ -32,10 +32,11 @@ from ..adapters import LoRAConfig
 from ..config import hardware, pick_device
 from ..metrics.diversity import intra_cluster_distance
 from ..metrics.memorisation import memorisation_report
+from ..rivals import RivalConfig
 from ..sdft import SDFTConfig
 from ..synthfaces.realism import realism_distance
 from ..train import TrainConfig
-from .benchmark import ABSENT, BenchmarkConfig, Evaluator, Instruments, prepare_data, summarize
+from .benchmark import ABSENT, BenchmarkConfig, Evaluator, Instruments, prepare_data, summarize, without_nan
 from .zoo import finetune_many, finetuned, limited_target, source_model
 
 
@@ -70,11 +71,24 @@ def sdft_lora(base: TrainConfig, lam: float) -> TrainConfig:
     return dataclasses.replace(sdft(base, lam), lora=LoRAConfig(rank=4))
 
 
+def rival(method: str) -> Callable[[TrainConfig, float], TrainConfig]:
+    """A regulariser of ``sdft_lite.rivals`` on top of naive fine-tuning, its weight the knob."""
+    def build(base: TrainConfig, weight: float) -> TrainConfig:
+        return dataclasses.replace(naive(base, 0), rival=RivalConfig(method=method, weight=weight))
+    return build
+
+
+# knob ranges: a decade apart around where each method starts to act on this model (EWC: the source's diagonal
+# Fisher averages 4e-7, so λ·F is of order 0.1–10 at λ = 1e5–1e7)
 METHODS: tuple[Method, ...] = (
     Method("naive", "-", (0.0,), naive),
     Method("SDFT", "λ", (0.1, 1.0, 10.0), sdft),
     Method("LoRA", "rank", (1.0, 4.0, 16.0), lora),
     Method("SDFT + LoRA r4", "λ", (1.0, 10.0), sdft_lora),
+    Method("prior preservation", "w", (0.3, 1.0, 3.0), rival("prior")),
+    Method("L2-SP", "α", (1.0, 10.0, 100.0), rival("l2sp")),
+    Method("EWC", "λ", (1e5, 1e6, 1e7), rival("ewc")),
+    Method("DDPM-PA pairwise", "weight", (0.3, 3.0, 30.0), rival("pairwise")),
 )
 
 
@@ -137,22 +151,32 @@ def run_frontier(config: FrontierConfig, out_dir: str | Path, device: str | None
     distance = realism_distance(device=device)
     source_metrics, source_samples, _ = evaluator.evaluate(source, translate=False)
     source_metrics.update(set_metrics(source_samples, train, centres, distance))
+    header = {"experiment": "SDFT among its rivals", "config": {"name": config.name,
+              "benchmark": config.benchmark.to_dict(), "num_centres": config.num_centres,
+              "methods": [{"label": m.label, "knob": m.knob, "values": list(m.values)} for m in config.methods]},
+              "distance": distance.name, "hardware": hardware(), "source": source_metrics}
     records = []
     for label, value, seed, run in runs:
         timer = time.perf_counter()
         metrics, samples, _ = evaluator.evaluate(finetuned(run, device=str(device)), translate=False)
         metrics.update(set_metrics(samples, train, centres, distance))
         records.append({"method": label, "knob": value, "seed": seed, "metrics": metrics})
+        write_result(out_dir, {**header, "records": records, "summary": summarize_records(records),
+                               "wall_seconds": round(time.perf_counter() - started, 1)})   # a cut run keeps these
         log(f"{label} {value:g} seed {seed}: retain {metrics['retain_mean']:.2f}, FD {metrics['fd_full']:.3g}, "
             f"diversity {metrics['intra_cluster']:.3f} ({time.perf_counter() - timer:.0f} s)")
-    result = {"experiment": "SDFT among its rivals", "config": {"name": config.name,
-              "benchmark": config.benchmark.to_dict(), "num_centres": config.num_centres,
-              "methods": [{"label": m.label, "knob": m.knob, "values": list(m.values)} for m in config.methods]},
-              "distance": distance.name, "hardware": hardware(), "source": source_metrics, "records": records,
-              "summary": summarize_records(records), "wall_seconds": round(time.perf_counter() - started, 1)}
-    (out_dir / "frontier.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=_json_value))
+    result = {**header, "records": records, "summary": summarize_records(records),
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    write_result(out_dir, result)
     figures.save(frontier_figure(result), out_dir / "frontier.png")
     return result
+
+
+def write_result(out_dir: Path, result: dict) -> Path:
+    """frontier.json (NaN as null)."""
+    path = out_dir / "frontier.json"
+    path.write_text(json.dumps(without_nan(result), indent=2, ensure_ascii=False))
+    return path
 
 
 def summarize_records(records: list[dict]) -> dict:
@@ -170,10 +194,6 @@ def merge_results(parts: list[dict]) -> dict:
               "wall_seconds": round(sum(part["wall_seconds"] for part in parts), 1)}
     merged["config"] = {**parts[0]["config"], "seeds": sorted({r["seed"] for r in records})}
     return merged
-
-
-def _json_value(value):
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
 
 
 def frontier_figure(result: dict):
