@@ -204,10 +204,15 @@ def frontier_figure(result: dict):
     palette = ("tab:red", "tab:green", "tab:blue", "tab:olive", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
     methods = list(dict.fromkeys(r["method"] for r in result["records"]))
     colours = {label: palette[methods.index(label.rsplit(" ", 1)[0]) % len(palette)] for label in result["summary"]}
-    points = {key: {label: (s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"], s["retain_mean"]["sd"])
+    def value(x):   # a result read back from JSON has null where the run had NaN (one seed: no sd)
+        return math.nan if x is None else x
+    points = {key: {label: tuple(map(value, (s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"],
+                                            s["retain_mean"]["sd"])))
                     for label, s in result["summary"].items()} for key in panels}
+    seeds = sorted({r["seed"] for r in result["records"]})
     return figures.frontier(points, panels, "retention of absent attributes (mean of 3)",
-                            "SynthFaces: SDFT and its rivals (mean ± sd over seeds)", colours, log_x=("fd_full",))
+                            f"SynthFaces: SDFT and its rivals (seeds {', '.join(map(str, seeds))}; mean ± sd)",
+                            colours, log_x=("fd_full",))
 
 
 def format_frontier(result: dict) -> str:
