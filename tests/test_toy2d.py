@@ -185,3 +185,24 @@ def test_mode_counting_on_constructed_samples():
     torch.testing.assert_close(shares, expected, rtol=0, atol=1e-12)
     assert toy2d.surviving_modes(shares, 0.02).tolist() == [True, True] + [False] * 6
     assert float(toy2d.mode_shares(samples, means).sum()) == pytest.approx(1.0)   # no cap: all assigned
+
+
+def test_figures_are_returned_and_leave_pyplot_alone():
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    backend, open_figures = matplotlib.get_backend(), plt.get_fignums()
+    points = SOURCE.means[:3].float()
+    ideal = toy2d.exact_eps_model(SOURCE, SCHEDULE)
+    naive = toy2d.fixed_point_model(toy2d.Mixture.points(points), ideal, SCHEDULE, SDFTConfig.naive())
+    samples = toy2d.ddim_points(ideal, toy2d.shared_noise(64).double(), SCHEDULE, steps=10)
+    rows = [{"target_size": 3, "lr": 1e-3, "width": 8, "lambda": lam, "step": step, "budget": 1e-3 * step,
+             "absent": 0.5 / (1 + step)} for lam in (0.0, 0.1) for step in (0, 10, 100)]
+    figures = [toy2d.plot_samples({"source": samples}, SOURCE, points, within=1.2),
+               toy2d.plot_fields({"source": ideal, "naive": naive}, SCHEDULE, 500, SOURCE, points, 1.2, steps=10,
+                                 grid=11, arrows=5),
+               toy2d.plot_pull(SCHEDULE, (0.1, 1.0), toy2d.mode_decision(SOURCE, SCHEDULE, n=50)),
+               toy2d.plot_regime(rows)]
+    assert all(isinstance(figure, Figure) for figure in figures)
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == open_figures

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 from ..diffusion import training_losses
-from ..sampling import ddim_sample
+from ..sampling import ddim_sample, nearest_position
 from ..schedule import Schedule, make_schedule, respace
 from ..sdft import SDFTConfig, sdft_losses
 
@@ -205,7 +208,7 @@ class ToyConfig:
     target_size: int = 32
     model: MLPConfig = field(default_factory=MLPConfig)
     source_steps: int = 3000
-    source_lr: float = 2e-3
+    source_lr: float = 5e-3
     finetune_steps: int = 1500
     finetune_lr: float = 1e-3
     batch: int = 256
@@ -214,16 +217,28 @@ class ToyConfig:
     sampling_steps: int = 50
     min_share: float = 0.02
     seed: int = 0
+    # the regime experiment: (target size, lr, width, steps) per cell, constant lr, evaluated at checkpoints
+    regime_cells: tuple[tuple[int, float, int, int], ...] = ((32, 1e-3, 128, 100),)
+    regime_lambdas: tuple[float, ...] = (0.0, 0.1, 1.0)
+    regime_checkpoints: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000)
 
     @classmethod
     def quick(cls) -> "ToyConfig":
-        """About a minute on two CPU cores."""
-        return cls()
+        """Under a minute on two CPU cores."""
+        return cls(source_steps=2000, finetune_steps=600)
 
     @classmethod
     def full(cls) -> "ToyConfig":
-        """Longer training and more samples; still CPU-sized."""
-        return cls(source_steps=6000, finetune_steps=4000, samples=5000, sampling_steps=100)
+        """Longer training, more samples and the whole regime grid; minutes on two CPU cores."""
+        cells = ((4, 1e-3, 128, 1000), (32, 1e-3, 128, 1000), (256, 1e-3, 128, 1000),   # target size
+                 (32, 1e-4, 128, 3000),                                                 # lr
+                 (32, 1e-3, 32, 1000), (32, 1e-3, 256, 1000))                           # capacity
+        return cls(source_steps=6000, finetune_steps=4000, samples=4000, regime_cells=cells)
+
+    @property
+    def within(self) -> float:
+        """A sample counts for a mode when it lies within 3 mode standard deviations of it."""
+        return 3 * self.mode_std
 
     def source(self) -> Mixture:
         return Mixture.ring(self.modes, self.radius, self.mode_std)
@@ -312,6 +327,17 @@ def surviving_modes(shares: torch.Tensor, min_share: float = 0.02) -> torch.Tens
     return shares >= min_share
 
 
+def mode_summary(samples: torch.Tensor, config: ToyConfig) -> dict:
+    """Shares of DDIM samples [N, 2]: on the modes the target lacks ("absent"), on any mode ("on_mode"); modes kept
+    in all and among the absent ones (a mode is kept with at least ``config.min_share`` of the samples)."""
+    shares = mode_shares(samples, config.source().means, config.within)
+    absent = torch.ones(config.modes, dtype=torch.bool)
+    absent[list(config.target_modes)] = False
+    kept = surviving_modes(shares, config.min_share)
+    return {"absent": float(shares[absent].sum()), "on_mode": float(shares.sum()), "kept": int(kept.sum()),
+            "absent_kept": int(kept[absent].sum())}
+
+
 def mode_decision(mixture: Mixture, schedule: Schedule, n: int = 2000, seed: int = 0) -> torch.Tensor:
     """How decided the mode of x_t is at each t: the mean posterior probability of the component that x_0 came
     from, E[r_k(x_t)] with k the true component, for t = 0..T−1: [T] float64 (1 = decided, 1/K = not at all)."""
@@ -387,42 +413,59 @@ def plot_pull(schedule: Schedule, lambdas, decided: torch.Tensor | None = None,
     return fig
 
 
-def _mode_circles(ax, source: Mixture, scale: float = 1.0, within: float | None = None) -> None:
-    for centre in source.means.numpy() * scale:
-        ax.add_patch(_circle(centre, within if within is not None else 0.3))
+_WARM = ("#d62728", "#ff7f0e", "#e377c2", "#bcbd22", "#8c564b")
+_COOL = ("#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#7f7fff", "#006d5b", "#393b79", "#6b6ecf")
 
 
-def _circle(centre, radius):
-    from matplotlib.patches import Circle
-    return Circle(centre, radius, fill=False, color="0.5", lw=0.8)
+def _mode_colours(covered: torch.Tensor) -> list[str]:
+    """Warm colours for the modes the target covers, cool ones for the others."""
+    warm, cool = iter(_WARM * 4), iter(_COOL * 4)
+    return [next(warm) if flag else next(cool) for flag in covered.tolist()]
 
 
 @torch.no_grad()
 def plot_fields(models: dict[str, Model], schedule: Schedule, timestep: int, source: Mixture,
-                target_points: torch.Tensor | None = None, grid: int = 17) -> Figure:
-    """−ε(x, t) (the score's direction, ∝ ∇ log q_t) on a grid at one timestep, one panel per model. Arrows
-    have unit length; colour is |ε|. Grey circles: the source modes, red dots: the target set, both at √ᾱ_t m."""
-    abar = float(schedule.alphas_cumprod[timestep])
-    half = 1.25 * (abar ** 0.5 * float(source.means.norm(dim=1).max()) + 2 * (1 - abar) ** 0.5)
-    axis = torch.linspace(-half, half, grid)
-    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
-    x = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-    t = torch.full((x.shape[0],), timestep, dtype=torch.long)
-    fig = Figure(figsize=(3.2 * len(models), 3.4))
+                target_points: torch.Tensor, within: float, steps: int = 50, grid: int = 81,
+                arrows: int = 15) -> Figure:
+    """One panel per model at one timestep t. Background: the mode in which DDIM from (x_t = x, t) ends, for
+    every x (warm: a mode the target covers, cool: one it lacks, white: none within ``within``). Arrows:
+    −ε(x, t), the direction of ∇ log q_t, at unit length. Circles: the source modes at √ᾱ_t m_k; red: the
+    target set at √ᾱ_t x_0."""
+    respaced = respace(schedule, str(steps))
+    start = nearest_position(respaced, timestep)
+    timestep = int(respaced.timesteps[start])
+    scale = float(schedule.alphas_cumprod[timestep]) ** 0.5
+    half = 1.3 * (scale * float(source.means.norm(dim=1).max()) + 2 * (1 - scale ** 2) ** 0.5)
+    covered = surviving_modes(mode_shares(target_points, source.means, within), 1e-9)
+    colours = _mode_colours(covered)
+    cmap = ListedColormap(["white"] + colours)
+    fine, coarse = _grid(half, grid), _grid(half, arrows)
+    fig = Figure(figsize=(3.2 * len(models), 3.5))
     axes = np.atleast_1d(fig.subplots(1, len(models)))
     for ax, (name, model) in zip(axes, models.items()):
-        eps = model(x, schedule.timesteps[t]).float()
-        size = eps.norm(dim=1, keepdim=True).clamp(min=1e-8)
-        arrows = (-eps / size).numpy()
-        ax.quiver(x[:, 0].numpy(), x[:, 1].numpy(), arrows[:, 0], arrows[:, 1], size[:, 0].numpy(),
-                  cmap="viridis", scale=grid * 1.3, width=0.006)
-        _mode_circles(ax, source, abar ** 0.5, within=0.3 * half / 4)
-        if target_points is not None:
-            ax.plot(*(abar ** 0.5 * target_points.numpy()).T, "r.", ms=3)
+        final = ddim_sample(model, fine.clone(), respaced, clip_denoised=False, start=start)
+        dist, index = torch.cdist(final.double(), source.means).min(dim=1)
+        label = torch.where(dist <= within, index, -1).reshape(grid, grid).numpy()
+        ax.imshow(label, cmap=cmap, vmin=-1.5, vmax=len(colours) - 0.5, origin="lower", alpha=0.45,
+                  extent=(-half, half, -half, half), interpolation="nearest")
+        eps = model(coarse, respaced.timesteps[torch.full((coarse.shape[0],), start)]).float()
+        unit = -eps / eps.norm(dim=1, keepdim=True).clamp(min=1e-8)
+        ax.quiver(*coarse.T.numpy(), *unit.T.numpy(), color="0.25", scale=arrows * 1.4, width=0.005)
+        for centre, colour in zip(source.means.numpy() * scale, colours):
+            ax.add_patch(Circle(centre, 0.25, fill=False, color=colour, lw=1.2))
+        ax.plot(*(scale * target_points.float().numpy()).T, "r.", ms=2.5)
         ax.set(title=name, xlim=(-half, half), ylim=(-half, half), aspect="equal", xticks=[], yticks=[])
-    fig.suptitle(f"−ε(x, t) at t = {timestep} (colour: |ε|)", fontsize=10)
+        ax.title.set_fontsize(9)
+    fig.suptitle(f"t = {timestep}: where DDIM from each x_t ends (colour) and −ε(x_t, t) (arrows)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _grid(half: float, n: int) -> torch.Tensor:
+    """An n × n grid over [−half, half]², row by row from the bottom: [n², 2] float32."""
+    axis = torch.linspace(-half, half, n)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 
 
 def plot_samples(samples: dict[str, torch.Tensor], source: Mixture, target_points: torch.Tensor,
@@ -436,11 +479,79 @@ def plot_samples(samples: dict[str, torch.Tensor], source: Mixture, target_point
     for ax, (name, points) in zip(axes, samples.items()):
         shares = mode_shares(points, source.means, within)
         kept = surviving_modes(shares, min_share)
-        ax.plot(*points.float().numpy().T, ".", ms=1.5, alpha=0.3)
-        _mode_circles(ax, source, within=within)
-        ax.plot(*target_points.numpy().T, "r.", ms=4)
+        ax.plot(*points.float().numpy().T, ".", ms=1.5, alpha=0.3, zorder=2)
+        for centre in source.means.numpy():
+            ax.add_patch(Circle(centre, within, fill=False, color="0.5", lw=0.8))
+        ax.plot(*target_points.float().numpy().T, "rx", ms=3, mew=0.8, zorder=1)
         ax.set(title=f"{name}\n{int(kept.sum())} modes; {float(shares[~covered].sum()):.0%} on absent ones",
                xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", xticks=[], yticks=[])
         ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+# ---- the regime experiment: when does a small λ matter? -------------------------------------------------
+def forgetting_curve(source: MLPDenoiser, points: torch.Tensor, schedule: Schedule, loss_config: SDFTConfig,
+                     lr: float, steps: int, config: ToyConfig, noise: torch.Tensor) -> list[dict]:
+    """Fine-tune at a constant lr and summarise DDIM samples from ``noise`` at each checkpoint ≤ steps (and at
+    step 0, the source): one row per checkpoint with ``mode_summary``'s keys, the step and the budget lr × step."""
+    def summary(step: int, model: MLPDenoiser) -> dict:
+        with torch.no_grad():
+            samples = ddim_points(model, noise, schedule, config.sampling_steps)
+        return {"step": step, "budget": lr * step, **mode_summary(samples, config)}
+
+    rows = [summary(0, source)]
+    checkpoints = {step for step in config.regime_checkpoints if step <= steps} | {steps}
+
+    def record(step: int, model: MLPDenoiser) -> None:
+        if step in checkpoints:
+            rows.append(summary(step, model.eval()))
+            model.train()
+
+    finetune(source, points, schedule, loss_config, steps, lr, config.batch, config.seed, decay=False,
+             callback=record)
+    return rows
+
+
+def regime_experiment(config: ToyConfig, schedule: Schedule, sources: dict[int, MLPDenoiser],
+                      log: Callable[[str], None] | None = None) -> list[dict]:
+    """For each cell (target size, lr, width, steps) of ``config.regime_cells`` and each λ of
+    ``config.regime_lambdas``: a forgetting curve of the source model of that width (``sources[width]``).
+    Rows carry the cell, λ, the wall time of the run and ``forgetting_curve``'s keys."""
+    noise = shared_noise(config.samples, config.seed)
+    rows = []
+    for size, lr, width, steps in config.regime_cells:
+        points = replace(config, target_size=size).target_points()
+        for lam in config.regime_lambdas:
+            started = time.perf_counter()
+            curve = forgetting_curve(sources[width], points, schedule, SDFTConfig().with_lambda(lam), lr, steps,
+                                     config, noise)
+            seconds = time.perf_counter() - started
+            rows += [{"target_size": size, "lr": lr, "width": width, "lambda": lam, "seconds": seconds, **row}
+                     for row in curve]
+            if log is not None:
+                log(f"n={size} lr={lr:g} width={width} λ={lam:g}: absent share "
+                    + " ".join(f"{row['absent']:.2f}@{row['step']}" for row in curve) + f" ({seconds:.0f} s)")
+    return rows
+
+
+def plot_regime(rows: list[dict], lambdas=None) -> Figure:
+    """Forgetting curves: the share of samples on absent modes against the budget lr × steps (log scale; the
+    source at step 0 drawn at the left edge), one panel per cell (target size, lr, width), one line per λ."""
+    cells = list(dict.fromkeys((row["target_size"], row["lr"], row["width"]) for row in rows))
+    lambdas = sorted({row["lambda"] for row in rows}) if lambdas is None else lambdas
+    fig = Figure(figsize=(2.6 * len(cells), 2.9))
+    axes = np.atleast_1d(fig.subplots(1, len(cells), sharey=True))
+    floor = min(row["budget"] for row in rows if row["step"] > 0) / 3
+    for ax, (size, lr, width) in zip(axes, cells):
+        for lam in lambdas:
+            curve = [row for row in rows if (row["target_size"], row["lr"], row["width"], row["lambda"])
+                     == (size, lr, width, lam)]
+            ax.plot([max(row["budget"], floor) for row in curve], [row["absent"] for row in curve], "o-", ms=3,
+                    label=f"λ = {lam:g}")
+        ax.set(xscale="log", xlabel="lr × steps", title=f"n = {size}, lr = {lr:g}, width {width}")
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("share on absent modes")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
