@@ -126,7 +126,8 @@ def pull_fraction(distill, aux=0.0):
 def sdft_pulls(config: SDFTConfig, schedule: Schedule, target: Mixture, x: torch.Tensor, t: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, log b), both [B] float64: a = λ_d w_d(t) and log b = log(λ_aux w_a(t)) + log φ(x) − log q_t^trg(x).
-    b is returned as a log because φ/q_t overflows where the target never puts noised mass."""
+    b is returned as a log because φ/q_t overflows where the target never puts noised mass. The weights are the
+    exact float64 ones (the loss computes them in float32) and ``aux_skip_below`` is ignored."""
     a = config.lambda_distill * config.distill_weighting(schedule.snr).to(x.device)[t]
     log_weight = torch.log(config.lambda_aux * config.aux_weighting(schedule.snr).to(x.device)[t])
     return a, log_weight + log_std_normal(x) - noised_log_prob(target, schedule, x, t)
@@ -225,7 +226,7 @@ class ToyConfig:
     @classmethod
     def quick(cls) -> "ToyConfig":
         """Under a minute on two CPU cores."""
-        return cls(source_steps=2000, finetune_steps=600)
+        return cls(source_steps=2000, finetune_steps=400)
 
     @classmethod
     def full(cls) -> "ToyConfig":
@@ -403,7 +404,8 @@ def plot_pull(schedule: Schedule, lambdas, decided: torch.Tensor | None = None,
         b = (config.lambda_aux * config.aux_weighting(schedule.snr)).numpy()
         line, = ax.plot(steps, pull_fraction(a), label=f"λ = {lam:g}")
         ax.plot(steps, pull_fraction(a, b), "--", color=line.get_color(), lw=0.9)
-    ax.set(xlabel="t", ylabel="pull towards ε_src", ylim=(0, 1), title="How far the fixed point moves towards the source")
+    ax.set(xlabel="t", ylabel="pull towards ε_src", ylim=(0, 1),
+           title="How far the fixed point moves towards the source")
     ax.legend(loc="upper left", fontsize=8)
     if decided is not None:
         twin = ax.twinx()
@@ -535,13 +537,14 @@ def regime_experiment(config: ToyConfig, schedule: Schedule, sources: dict[int, 
     return rows
 
 
-def plot_regime(rows: list[dict], lambdas=None) -> Figure:
+def plot_regime(rows: list[dict], lambdas=None, columns: int = 3) -> Figure:
     """Forgetting curves: the share of samples on absent modes against the budget lr × steps (log scale; the
     source at step 0 drawn at the left edge), one panel per cell (target size, lr, width), one line per λ."""
     cells = list(dict.fromkeys((row["target_size"], row["lr"], row["width"]) for row in rows))
     lambdas = sorted({row["lambda"] for row in rows}) if lambdas is None else lambdas
-    fig = Figure(figsize=(2.6 * len(cells), 2.9))
-    axes = np.atleast_1d(fig.subplots(1, len(cells), sharey=True))
+    shape = (-(-len(cells) // columns), min(columns, len(cells)))
+    fig = Figure(figsize=(3.0 * shape[1], 2.7 * shape[0]))
+    axes = np.atleast_1d(fig.subplots(*shape, sharey=True, squeeze=False)).reshape(-1)
     floor = min(row["budget"] for row in rows if row["step"] > 0) / 3
     for ax, (size, lr, width) in zip(axes, cells):
         for lam in lambdas:
@@ -551,7 +554,10 @@ def plot_regime(rows: list[dict], lambdas=None) -> Figure:
                     label=f"λ = {lam:g}")
         ax.set(xscale="log", xlabel="lr × steps", title=f"n = {size}, lr = {lr:g}, width {width}")
         ax.title.set_fontsize(9)
-    axes[0].set_ylabel("share on absent modes")
+    for ax in axes[len(cells):]:
+        ax.set_visible(False)
+    for ax in axes[::shape[1]]:
+        ax.set_ylabel("share on absent modes")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
