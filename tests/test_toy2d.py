@@ -17,6 +17,7 @@ Tolerances:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -30,6 +31,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SCHEDULE = make_schedule("linear")
 SOURCE = toy2d.Mixture.ring(modes=8, radius=8.0, std=0.4)
+
+
+def symmetric(lam: float) -> SDFTConfig:
+    """λ_d = λ_aux = lam with the paper's weightings."""
+    return replace(SDFTConfig(), lambda_distill=lam, lambda_aux=lam)
 
 
 def mixed_mixture() -> toy2d.Mixture:
@@ -106,7 +112,7 @@ def test_fixed_point_limits():
     eps_src = toy2d.exact_eps(SOURCE, SCHEDULE, x, t)
     naive = toy2d.fixed_point_eps(target, eps_src, SCHEDULE, x, t, SDFTConfig.naive())
     torch.testing.assert_close(naive, toy2d.exact_eps(target, SCHEDULE, x, t), rtol=0, atol=1e-12)
-    huge = toy2d.fixed_point_eps(target, eps_src, SCHEDULE, x, t, SDFTConfig().with_lambda(1e12))
+    huge = toy2d.fixed_point_eps(target, eps_src, SCHEDULE, x, t, symmetric(1e12))
     torch.testing.assert_close(huge, eps_src, rtol=0, atol=1e-9)
     far = torch.tensor([[-60.0, 0.0]], dtype=torch.float64)   # φ/q_t overflows there: the aux term alone decides
     at_far = toy2d.fixed_point_eps(target, far, SCHEDULE, far, torch.tensor([600]), SDFTConfig())
@@ -120,7 +126,7 @@ def test_sdft_loss_gradient_vanishes_at_the_fixed_point():
     points = toy2d.sample_mixture(SOURCE.subset([0, 1, 2]), 16, torch.Generator().manual_seed(4))[0].float()
     target = toy2d.Mixture.points(points)
     teacher = toy2d.exact_eps_model(SOURCE, SCHEDULE)
-    config = SDFTConfig().with_lambda(1.0)
+    config = symmetric(1.0)
     n = 60_000
     generator = torch.Generator().manual_seed(5)
     x0 = points[torch.randint(0, 16, (n,), generator=generator)]
@@ -164,7 +170,7 @@ def test_tiny_training_reaches_the_fixed_point():
     teacher = toy2d.exact_eps_model(SOURCE, SCHEDULE)
     torch.manual_seed(0)
     init = toy2d.MLPDenoiser(toy2d.MLPConfig(width=64, depth=3), toy2d.data_std(SOURCE), SCHEDULE)
-    config = SDFTConfig().with_lambda(1.0)
+    config = symmetric(1.0)
     student = toy2d.finetune(init, points, SCHEDULE, config, steps=400, lr=3e-3, batch=128, teacher=teacher,
                              timesteps=torch.tensor([600]))
     probes = toy2d.probe_points(points, SCHEDULE, [600], n=256, seed=7)

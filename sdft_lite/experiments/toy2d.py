@@ -144,21 +144,33 @@ def fixed_point_eps(target: Mixture, eps_src: torch.Tensor, schedule: Schedule, 
     return mu + pull * (eps_src.double() - mu)
 
 
+def _unrespaced(schedule: Schedule) -> Schedule:
+    """The models below index the schedule by original timestep, so they need the full one (position = t)."""
+    if len(schedule) != schedule.num_train_steps:
+        raise ValueError("pass the un-respaced schedule: a model is called with original timesteps")
+    return schedule
+
+
 def exact_eps_model(mixture: Mixture, schedule: Schedule) -> Model:
-    """The mixture's ideal denoiser as a model: model(x, timesteps) = E[ε | x_t = x] in x's dtype."""
+    """The mixture's ideal denoiser as a model: model(x, timesteps) = E[ε | x_t = x] in x's dtype (``schedule``
+    un-respaced; samplers may walk any respacing of it)."""
+    schedule = _unrespaced(schedule)
+
     def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return exact_eps(mixture, schedule, x, schedule.index_of(timesteps)).to(x.dtype)
+        return exact_eps(mixture, schedule, x, timesteps).to(x.dtype)
     return model
 
 
 def fixed_point_model(target: Mixture, teacher: Model, schedule: Schedule, config: SDFTConfig,
                       aux: bool = True) -> Model:
-    """The SDFT fixed point (target mixture, frozen teacher) as a model, for sampling and vector fields."""
+    """The SDFT fixed point (target mixture, frozen teacher) as a model, for sampling and vector fields
+    (``schedule`` un-respaced)."""
+    schedule = _unrespaced(schedule)
+
     def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             eps_src = teacher(x, timesteps)
-        eps = fixed_point_eps(target, eps_src, schedule, x, schedule.index_of(timesteps), config, aux)
-        return eps.to(x.dtype)
+        return fixed_point_eps(target, eps_src, schedule, x, timesteps, config, aux).to(x.dtype)
     return model
 
 
@@ -399,7 +411,7 @@ def plot_pull(schedule: Schedule, lambdas, decided: torch.Tensor | None = None,
     ax = fig.subplots()
     steps = np.arange(len(schedule))
     for lam in lambdas:
-        config = base.with_lambda(lam)
+        config = replace(base, lambda_distill=lam, lambda_aux=lam)
         a = (config.lambda_distill * config.distill_weighting(schedule.snr)).numpy()
         b = (config.lambda_aux * config.aux_weighting(schedule.snr)).numpy()
         line, = ax.plot(steps, pull_fraction(a), label=f"λ = {lam:g}")
@@ -526,8 +538,8 @@ def regime_experiment(config: ToyConfig, schedule: Schedule, sources: dict[int, 
         points = replace(config, target_size=size).target_points()
         for lam in config.regime_lambdas:
             started = time.perf_counter()
-            curve = forgetting_curve(sources[width], points, schedule, SDFTConfig().with_lambda(lam), lr, steps,
-                                     config, noise)
+            loss_config = replace(SDFTConfig(), lambda_distill=lam, lambda_aux=lam)
+            curve = forgetting_curve(sources[width], points, schedule, loss_config, lr, steps, config, noise)
             seconds = time.perf_counter() - started
             rows += [{"target_size": size, "lr": lr, "width": width, "lambda": lam, "seconds": seconds, **row}
                      for row in curve]
