@@ -37,3 +37,28 @@ class ToyEpsModel(torch.nn.Module):
             return eps
         v = torch.tanh(x * (1 + phase)) * 0.9
         return torch.cat([eps, v], dim=1)
+
+
+def randomise_zero_init(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw the zero-initialised convs (out, proj_out, each ResBlock's last conv) and perturb GroupNorm affines,
+    so that every parameter changes the output."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            module.reset_parameters()
+        if isinstance(module, torch.nn.GroupNorm):
+            torch.nn.init.normal_(module.weight, 1.0, 0.1)
+            torch.nn.init.normal_(module.bias, 0.0, 0.1)
+    return model
+
+
+def write_random_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> Path:
+    """``n`` uniform-noise RGB PNGs in ``folder`` (created): a training set whose content does not matter."""
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+

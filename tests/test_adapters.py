@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import randomise_zero_init
 from sdft_lite.adapters import (LoRAConfig, LoRALayer, add_lora, has_lora, load_trainable_state_dict, merge_lora,
                                 trainable_parameters, trainable_state_dict)
 from sdft_lite.checkpoint import CheckpointMismatchError, load_unet, save_atomic
@@ -35,14 +36,7 @@ LAYERS_BY_KIND = {"conv": 27, "attention": 8, "linear": 12}
 def base_model(seed: int = 0) -> UNetModel:
     """The tiny U-Net with every parameter random (zero-initialised convs and GroupNorm affines re-drawn)."""
     torch.manual_seed(seed)
-    model = UNetModel(CONFIG)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            module.reset_parameters()
-        if isinstance(module, nn.GroupNorm):
-            nn.init.normal_(module.weight, 1.0, 0.1)
-            nn.init.normal_(module.bias, 0.0, 0.1)
-    return model
+    return randomise_zero_init(UNetModel(CONFIG), seed)
 
 
 def adapted_model(rank: int = 4, seed: int = 0, redraw_up: bool = True, **lora) -> UNetModel:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import randomise_zero_init
 from sdft_lite import checkpoint as ckpt
 from sdft_lite.checkpoint import (CheckpointMismatchError, MissingWeightsError, UnreadableCheckpointError, find_weights,
                                   infer_config, load_state_dict_file, load_unet, save_atomic)
@@ -24,14 +25,7 @@ def guided_diffusion_model(config: UNetConfig, seed: int = 0) -> nn.Module:
     flags = config.to_flags()
     flags.pop("in_channels")
     torch.manual_seed(seed)
-    model = create_model(**flags).eval()
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            module.reset_parameters()
-        if isinstance(module, nn.GroupNorm):
-            nn.init.normal_(module.weight, 1.0, 0.1)
-            nn.init.normal_(module.bias, 0.0, 0.1)
-    return model
+    return randomise_zero_init(create_model(**flags).eval(), seed)
 
 
 def assert_same_outputs(ours: nn.Module, reference: nn.Module, x: torch.Tensor, t: torch.Tensor):

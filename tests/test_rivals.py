@@ -17,11 +17,10 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import write_random_images
 from sdft_lite.adapters import LoRAConfig
 from sdft_lite.checkpoint import save_atomic
 from sdft_lite.data import ImageSet, batch_indices
@@ -59,10 +58,7 @@ def tiny_unet(learn_sigma: bool = True, seed: int = 0) -> UNetModel:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("rivals")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    write_random_images(root / "images", 8)
     save_atomic(tiny_unet().state_dict(), root / "source.pt")
     return root
 

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import write_random_images
 from sdft_lite.adapters import LoRAConfig, has_lora
 from sdft_lite.checkpoint import load_unet, save_atomic
 from sdft_lite.train import TrainConfig, Trainer, load_trained
@@ -27,10 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    write_random_images(root / "images", 6)
     torch.manual_seed(0)
     source = UNetModel(UNetConfig.tiny())
     for p in source.parameters():

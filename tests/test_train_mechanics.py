@@ -5,11 +5,10 @@ Tolerances: gradients of two micro-batches vs one double batch differ by < 1e-5 
 sums in another order; measured 1e-6 or less); the EMA, warm-up and clipping identities hold to 1e-7 (float32)."""
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import write_random_images
 from sdft_lite.sdft import SDFTConfig, sdft_losses
 from sdft_lite.train import ResumeMismatchError, TrainConfig, Trainer
 from sdft_lite.unet import UNetConfig
@@ -19,11 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return write_random_images(tmp_path_factory.mktemp("images"), 8)
 
 
 def config(data_dir, tmp_path, **changes) -> TrainConfig:

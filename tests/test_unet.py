@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import randomise_zero_init
 from sdft_lite.unet import UNetConfig, UNetModel, count_parameters, timestep_embedding
 
 FP32_ATOL = 1e-5
@@ -20,17 +21,6 @@ def guided_diffusion_model(config: UNetConfig) -> nn.Module:
     return create_model(**flags)
 
 
-def randomise_zero_init(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Re-draw the zero-initialised convs (out, proj_out, each ResBlock's last conv) and perturb GroupNorm affines,
-    so that every parameter changes the output."""
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            module.reset_parameters()
-        if isinstance(module, nn.GroupNorm):
-            nn.init.normal_(module.weight, 1.0, 0.1)
-            nn.init.normal_(module.bias, 0.0, 0.1)
-    return model
 
 
 @pytest.fixture(scope="module")
