@@ -190,3 +190,17 @@ def test_a_lora_run_is_cached_as_its_merged_plain_unet(counted_trainer):
     source = weights(zoo.source_model())
     assert set(weights(loaded)) == set(source)
     assert all(torch.equal(a, b) for a, b in zip(weights(trained).values(), weights(loaded).values()))
+
+
+def test_a_shipped_model_samples_its_pinned_values():
+    """The shipped quick naive model, loaded as the chapters load it, draws the same 4 DDIM-10 samples as when it
+    was pinned (2026-12-02, this project's CPU, 1 and 2 threads: sums 190.6868 and 190.6877). Tolerance: 1e-2 on
+    the sum of 12,288 values and 1e-4 on single pixels, about 10x the thread-count difference."""
+    from sdft_lite.sample import generate
+    from sdft_lite.checkpoint import load_unet
+    model = load_unet(zoo.asset_path(zoo.prebuilt_name(TrainConfig.synthfaces_quick(mode="naive"))))
+    images = generate(model, 4, 32, "ddim10", seed=0, batch_size=4)
+    assert float(images.sum()) == pytest.approx(190.687, abs=1e-2)
+    assert float(images.abs().mean()) == pytest.approx(0.2850109, abs=1e-5)
+    torch.testing.assert_close(images[0, :, 0, 0], torch.tensor([-0.2584954, -0.5119392, -0.5036210]),
+                               rtol=0, atol=1e-4)
