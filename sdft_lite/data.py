@@ -1,4 +1,4 @@
-"""Image folders as guided-diffusion reads them (method-spec §1.4), made robust and fast.
+"""Image folders as guided-diffusion reads them (its image_datasets.py), made robust and fast.
 
 Preprocessing: RGB; halve with BOX filtering while the short side ≥ 2·size; BICUBIC resize so the short side
 is ``size``; centre crop; scale to [−1, 1]. Images *smaller* than ``size`` are upscaled by the same bicubic

@@ -7,7 +7,7 @@ Every sampler walks a (possibly respaced) :class:`~sdft_lite.schedule.Schedule` 
 Clipping x̂_0. guided-diffusion (and so the SDFT authors) clamp x̂_0 to [−1, 1] and then *re-derive* ε
 from the clamped x̂_0 (``rederive_eps=True``). diffusers' DDIMScheduler keeps the network's ε
 (``rederive_eps=False``, our default): with a small or briefly trained model the re-derived ε can blow up
-at large t, where 1/√ᾱ_t ≈ 127, and leave samples as noise (synthfaces-study.md).
+at large t, where 1/√ᾱ_t ≈ 127, and leave samples as noise (seen with the small SynthFaces models).
 """
 from __future__ import annotations
 

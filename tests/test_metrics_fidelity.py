@@ -1,4 +1,4 @@
-"""PSNR and SSIM on luma (method-spec §7.4) against scikit-image and SciPy, computed independently in NumPy."""
+"""PSNR and SSIM on luma (as the authors' evaluation notebooks compute them) against scikit-image and SciPy, computed independently in NumPy."""
 import numpy as np
 import pytest
 import torch

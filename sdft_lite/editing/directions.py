@@ -1,6 +1,6 @@
 """Edit directions for Asyrp: what "moving from source to target" means, as a loss L_dir ∈ [0, 2] per pair.
 
-Every direction has the same form as DiffusionCLIP's directional CLIP loss (method-spec §5.5): an embedding
+Every direction has the same form as DiffusionCLIP's directional CLIP loss (Kim et al. 2022; Gal et al. 2022, StyleGAN-NADA): an embedding
 E, a fixed target direction ΔT in E's space, and, per image pair, the unit change ΔI of the embedding from
 the source image to the edited one:
 

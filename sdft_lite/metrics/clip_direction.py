@@ -1,6 +1,6 @@
 """Directional CLIP similarity S_dir (DiffusionCLIP, Kim et al. CVPR 2022), the metric of SDFT's Asyrp study.
 
-With n(v) = v / ‖v‖, an image encoder E_I and a text encoder E_T (method-spec §5.5):
+With n(v) = v / ‖v‖, an image encoder E_I and a text encoder E_T (the directional loss of StyleGAN-NADA, Gal et al. 2022):
 
   ΔT    = n( mean_k [ n(E_T(t_k(target))) − n(E_T(t_k(source))) ] )   t_k: the 79 ImageNet prompt templates
   ΔI    = n( n(E_I(x_edit)) − n(E_I(x_src)) )                           one direction per image pair

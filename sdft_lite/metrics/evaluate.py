@@ -180,7 +180,7 @@ def _paired_row(metric: str, values: torch.Tensor, models: dict, settings: Paire
         return Row(metric, mean, result.model_name, n, vs_paper, asdict(result))
     if metric in ("psnr", "ssim"):
         scaling = "[-1,1] (authors' notebooks)" if settings.authors_scaling else "[0,1] (correct)"
-        # The paper's PSNR/SSIM came from [-1,1] tensors fed to a [0,1] formula (method-spec §7.4).
+        # The paper's PSNR/SSIM came from [-1,1] tensors fed to a [0,1] formula (the authors' evaluation notebooks).
         vs_paper = "yes" if settings.authors_scaling else "no"
         return Row(metric, mean, f"luma Y, inputs scaled {scaling}", n, vs_paper, {"scaling": scaling})
     if metric == "sdir":

@@ -1,4 +1,4 @@
-"""PSNR and SSIM on luma, as SDFT computes them for image-to-image translation (method-spec §7.4).
+"""PSNR and SSIM on luma, as SDFT computes them for image-to-image translation (the authors' evaluation notebooks).
 
 The authors' ``MetricI2I`` (notebooks/psnrssim.py) works on 8-bit BT.601 luma of images in [0, 1]:
 

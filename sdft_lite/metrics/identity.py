@@ -6,7 +6,7 @@ person survives an edit as the cosine of two ArcFace embeddings:
   crop x[:, :, 35:223, 32:220] of the 256-px image (the face region) -> adaptive-avg-pool to 112 x 112
   -> IR-SE50 -> 512-d embedding, L2-normalised -> ID = <e(x_src), e(x_edit)>
 
-Which identity model SDFT used is UNVERIFIED (method-spec §7.5). The network below is written from the
+Which identity model SDFT used is UNVERIFIED (the paper does not name it). The network below is written from the
 published architecture so that ``model_ir_se50.pth`` loads with ``strict=True``:
 
   input_layer   Conv3x3(3->64, no bias), BN, PReLU(64)                           keys input_layer.{0,1,2}.*
