@@ -1,4 +1,4 @@
-"""S_dir = cos(ΔI, ΔT) (method-spec §5.5) on a small deterministic encoder pair, recomputed in NumPy, and
+"""S_dir = cos(ΔI, ΔT) (the directional loss of StyleGAN-NADA, Gal et al. 2022) on a small deterministic encoder pair, recomputed in NumPy, and
 OpenAI-format CLIP loading from a tiny checkpoint file the test writes itself."""
 import numpy as np
 import pytest

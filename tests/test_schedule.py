@@ -66,7 +66,7 @@ def test_respaced_alpha_bar_is_a_subset_of_the_full_one():
 def test_snr_closed_forms():
     s = make_schedule("linear")
     torch.testing.assert_close(1 / (1 + s.snr), 1 - s.alphas_cumprod, rtol=1e-12, atol=TOL64)
-    # P2 with k = 1 is (1 − ᾱ)^γ; method-spec's table: γ=3 at t=500 ≈ 0.78, γ=50 at t=600 ≈ 0.27
+    # P2 with k = 1 is (1 − ᾱ)^γ; the weights' table: γ=3 at t=500 ≈ 0.78, γ=50 at t=600 ≈ 0.27
     torch.testing.assert_close(p2(s.snr, 3.0), (1 - s.alphas_cumprod) ** 3, rtol=1e-10, atol=1e-15)
     assert abs(float(p2(s.snr, 3.0)[500]) - 0.78) < 0.01
     assert abs(float(p2(s.snr, 50.0)[600]) - 0.27) < 0.01

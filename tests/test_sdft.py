@@ -1,4 +1,4 @@
-"""The SDFT loss against an independent, written-out computation of method-spec §1.2.
+"""The SDFT loss against an independent, written-out computation of the paper's Eq. 6.
 
 Tolerance: 1e-6 absolute on per-sample terms of order 1 (same fp32 operations, different grouping).
 """
