@@ -29,3 +29,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def metric_caches(tmp_path, monkeypatch):
+    """Every cache the metrics read, pointed at empty temporary folders."""
+    from sdft_lite.metrics import weights
+    dirs = {name: tmp_path / name for name in ("cleanfid", "torch", "clip", "home")}
+    monkeypatch.setattr(weights, "cleanfid_cache_dir", lambda: dirs["cleanfid"])
+    monkeypatch.setattr(weights, "openai_clip_cache_dir", lambda: dirs["clip"])
+    monkeypatch.setenv("TORCH_HOME", str(dirs["torch"]))
+    monkeypatch.setenv("SDFT_LITE_HOME", str(dirs["home"]))
+    return dirs

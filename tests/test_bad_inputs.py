@@ -133,17 +133,6 @@ def test_a_damaged_dse_classifier_or_delta_is_a_one_line_error(files, tmp_path, 
     assert not files["marker"].exists()
 
 
-@pytest.fixture
-def metric_caches(tmp_path, monkeypatch):
-    """The caches the metrics read, pointed at empty temporary folders (as in test_metrics_weights.py)."""
-    dirs = {name: tmp_path / name for name in ("cleanfid", "torch", "clip", "home")}
-    monkeypatch.setattr(weights, "cleanfid_cache_dir", lambda: dirs["cleanfid"])
-    monkeypatch.setattr(weights, "openai_clip_cache_dir", lambda: dirs["clip"])
-    monkeypatch.setenv("TORCH_HOME", str(dirs["torch"]))
-    monkeypatch.setenv("SDFT_LITE_HOME", str(dirs["home"]))
-    return dirs
-
-
 def test_metric_weights_that_carry_code_or_garbage_are_one_line_errors(files, metric_caches, capsys):
     """torchvision reads the LPIPS trunk with weights_only=False: the file must still never run code."""
     trunk = metric_caches["torch"] / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"

@@ -1,5 +1,5 @@
 """Missing weights: one clear error per metric naming the file, its source and its destination, with the network
-blocked to prove nothing is fetched; and present weights (files the tests make) load from the caches offline."""
+blocked to prove nothing is fetched; and present weights (files the tests make) load from the metric_caches offline."""
 import argparse
 import json
 import socket
@@ -38,17 +38,6 @@ def no_network(monkeypatch):
     return attempts
 
 
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Every cache the metrics read, pointed at empty temporary folders."""
-    dirs = {name: tmp_path / name for name in ("cleanfid", "torch", "clip", "home")}
-    monkeypatch.setattr(weights, "cleanfid_cache_dir", lambda: dirs["cleanfid"])
-    monkeypatch.setattr(weights, "openai_clip_cache_dir", lambda: dirs["clip"])
-    monkeypatch.setenv("TORCH_HOME", str(dirs["torch"]))
-    monkeypatch.setenv("SDFT_LITE_HOME", str(dirs["home"]))
-    return dirs
-
-
 def _assert_names(error: MissingWeightsError, filename: str, source: str, destination):
     message = str(error)
     assert isinstance(error, FileNotFoundError)
@@ -59,45 +48,45 @@ def _images(n=4, size=16):
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
-def test_inception_missing(caches, no_network):
+def test_inception_missing(metric_caches, no_network):
     with pytest.raises(MissingWeightsError) as info:
         fid.compute_fid_kid(_images(), _images(), device="cpu")
     _assert_names(info.value, "inception-2015-12-05.pt", "nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch",
-                  caches["cleanfid"] / "inception-2015-12-05.pt")
+                  metric_caches["cleanfid"] / "inception-2015-12-05.pt")
     assert no_network == []
 
 
 @pytest.mark.parametrize("net, filename", [("vgg", "vgg16-397923af.pth"), ("alex", "alexnet-owt-7be5be79.pth")])
-def test_lpips_trunk_missing(caches, no_network, net, filename):
+def test_lpips_trunk_missing(metric_caches, no_network, net, filename):
     with pytest.raises(MissingWeightsError) as info:
         build_lpips(net)
     _assert_names(info.value, filename, f"download.pytorch.org/models/{filename}",
-                  caches["torch"] / "hub" / "checkpoints" / filename)
+                  metric_caches["torch"] / "hub" / "checkpoints" / filename)
     assert no_network == []
 
 
-def test_clip_missing(caches, no_network):
+def test_clip_missing(metric_caches, no_network):
     with pytest.raises(MissingWeightsError) as info:
         ClipEncoders.from_file("ViT-B/32", device="cpu")
     _assert_names(info.value, "ViT-B-32.pt", "openaipublic.azureedge.net/clip/models/",
-                  caches["clip"] / "ViT-B-32.pt")
+                  metric_caches["clip"] / "ViT-B-32.pt")
     with pytest.raises(MissingWeightsError):
         compute_sdir(_images(2), _images(2), "face", "smiling face", device="cpu")
     assert no_network == []
 
 
-def test_arcface_missing(caches, no_network, tmp_path):
+def test_arcface_missing(metric_caches, no_network, tmp_path):
     with pytest.raises(MissingWeightsError) as info:
         load_arcface(device="cpu")
     _assert_names(info.value, "model_ir_se50.pth", "TreB1eN/InsightFace_Pytorch",
-                  caches["home"] / "model_ir_se50.pth")
+                  metric_caches["home"] / "model_ir_se50.pth")
     with pytest.raises(MissingWeightsError) as info:
         load_arcface(tmp_path / "elsewhere" / "ir_se50.pth", device="cpu")
     assert str(tmp_path / "elsewhere" / "ir_se50.pth") in str(info.value)
     assert no_network == []
 
 
-def test_evaluate_reports_missing_inception_and_the_extractor_option(caches, no_network, tmp_path, capsys):
+def test_evaluate_reports_missing_inception_and_the_extractor_option(metric_caches, no_network, tmp_path, capsys):
     from sdft_lite.sample import save_images
 
     save_images(_images(), tmp_path / "samples")
@@ -115,10 +104,10 @@ def test_evaluate_reports_missing_inception_and_the_extractor_option(caches, no_
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Present files are used from the caches, offline
+# Present files are used from the metric_caches, offline
 
 
-def test_lpips_uses_the_cached_trunk_offline(caches, no_network):
+def test_lpips_uses_the_cached_trunk_offline(metric_caches, no_network):
     """An AlexNet file in $TORCH_HOME/hub/checkpoints is what the LPIPS trunk loads (classifier weights, unused
     by LPIPS, are stored as stride-0 zeros to keep the file small)."""
     from torchvision.models import alexnet
@@ -126,7 +115,7 @@ def test_lpips_uses_the_cached_trunk_offline(caches, no_network):
     torch.manual_seed(0)
     state = {k: (v if k.startswith("features") else torch.zeros(()).expand(v.shape))
              for k, v in alexnet(weights=None).state_dict().items()}
-    folder = caches["torch"] / "hub" / "checkpoints"
+    folder = metric_caches["torch"] / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     torch.save(state, folder / "alexnet-owt-7be5be79.pth")
     model = build_lpips("alex", device="cpu")
@@ -136,7 +125,7 @@ def test_lpips_uses_the_cached_trunk_offline(caches, no_network):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script/save deprecation notices
-def test_inception_file_is_loaded_by_cleanfid_without_download(caches, no_network):
+def test_inception_file_is_loaded_by_cleanfid_without_download(metric_caches, no_network):
     """A stand-in TorchScript file with the Inception file's interface (`.layers`: [B, 3, 299, 299] -> 2048-d)
     placed in clean-fid's cache is what the "inception" extractor runs."""
 
@@ -158,8 +147,8 @@ def test_inception_file_is_loaded_by_cleanfid_without_download(caches, no_networ
 
     torch.manual_seed(0)
     stand_in = StandIn()
-    caches["cleanfid"].mkdir()
-    torch.jit.save(torch.jit.script(stand_in), str(caches["cleanfid"] / "inception-2015-12-05.pt"))
+    metric_caches["cleanfid"].mkdir()
+    torch.jit.save(torch.jit.script(stand_in), str(metric_caches["cleanfid"] / "inception-2015-12-05.pt"))
     flat = torch.full((2, 3, 16, 16), 0.5)  # uint8 191 everywhere after saving as PNG
     feats, _ = fid.pair_features(flat, flat, "inception", device="cpu")
     with torch.no_grad():
