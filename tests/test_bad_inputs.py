@@ -16,7 +16,6 @@ import torch
 
 from sdft_lite import cli
 from sdft_lite.checkpoint import save_atomic
-from sdft_lite.metrics import weights
 from sdft_lite.synthfaces.classifier import AttributeClassifier, ClassifierConfig, save_classifier
 from sdft_lite.unet import UNetConfig, UNetModel
 from tests.test_train import write_images
