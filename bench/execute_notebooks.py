@@ -3,7 +3,8 @@
     python bench/execute_notebooks.py notebooks/0*.ipynb --out $OUT/notebooks
 
 Each notebook runs in a fresh kernel with the notebooks folder as working directory; the executed copy is written
-to --out under the same name (the original is left alone), and a failing cell stops that notebook only. A summary
+to --out under the same name (the original is left alone), and a failing cell stops that notebook only. Execution
+timestamps are dropped and consecutive pieces of one output stream joined. A summary
 (notebook, status, seconds, hardware) goes to --out/executed.json. Needs nbclient and ipykernel.
 """
 from __future__ import annotations
@@ -24,6 +25,22 @@ def strip_volatile(notebook) -> None:
         cell.metadata.pop("execution", None)
 
 
+def merge_streams(notebook) -> None:
+    """Join consecutive outputs of the same stream (stdout, stderr) of a cell into one: a kernel flushes a long
+    print loop in pieces, and each piece would be its own output box on the page."""
+    for cell in notebook.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                    and previous.name == output.name):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell.outputs = merged
+
+
 def execute(path: Path, out_dir: Path, timeout: int) -> dict:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
@@ -37,6 +54,7 @@ def execute(path: Path, out_dir: Path, timeout: int) -> dict:
         status = f"failed: {type(error).__name__}: {str(error)[:300]}"
     seconds = time.perf_counter() - started
     strip_volatile(notebook)
+    merge_streams(notebook)
     nbformat.write(notebook, out_dir / path.name)
     print(f"{path.name}: {status} in {seconds:.0f} s", flush=True)
     return {"notebook": path.name, "status": status, "seconds": round(seconds, 1)}

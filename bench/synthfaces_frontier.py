@@ -40,6 +40,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         result = merge_results([json.loads((Path(f) / "frontier.json").read_text()) for f in args.merge])
+        result["command"], result["commit"] = " ".join(sys.argv), commit()   # each part keeps its own
         write_result(out, result)
         figures.save(frontier_figure(result), out / "frontier.png")
     else:

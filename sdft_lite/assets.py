@@ -41,6 +41,21 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "synthfaces/zoo/sdft-lam3-3519ff137a.pt": (
         "3c0ea692cbe9ba48e4f5ec7c6123951e349d9e47fa2c869493a3eb92a943f8bf",
         "quick-mode model of the chapters: sdft, λ 3, weighting p2, aux True, 150 steps × 32, fp16"),
+    "synthfaces/zoo/naive-lam0-4fc46b613e.pt": (
+        "a82b86df26003253a065d786428d1be81b17fccdaf85cde44cd8be3900d1e08b",
+        "quick-mode model of chapter 10's frontier: naive, λ_d 0, λ_aux 0, w_d P2(γ=3, k=1), 150 steps × 32, LoRA rank 4, fp16"),
+    "synthfaces/zoo/sdft-lam10-b4b9909c44.pt": (
+        "429ad98c96dbfbe5d10fe28b358d342920c678f7c88a8fc8539906dacbd4418e",
+        "quick-mode model of chapter 10's frontier: sdft, λ_d 10, λ_aux 10, w_d P2(γ=3, k=1), 150 steps × 32, LoRA rank 4, fp16"),
+    "synthfaces/zoo/naive-lam0-18c05b37e9.pt": (
+        "fefd478956ff1f6946a7c5aab46d866f2a53290c2b3737791ada657f9890941d",
+        "quick-mode model of chapter 10's frontier: naive, λ_d 0, λ_aux 0, w_d P2(γ=3, k=1), 150 steps × 32, prior weight 1, fp16"),
+    "synthfaces/zoo/naive-lam0-3bea6c83e4.pt": (
+        "c568cd228f56ef71472102ba6751888f444a385650156b2308efc1d3f176ebea",
+        "quick-mode model of chapter 10's frontier: naive, λ_d 0, λ_aux 0, w_d P2(γ=3, k=1), 150 steps × 32, l2sp weight 1, fp16"),
+    "synthfaces/zoo/naive-lam0-ba8c3b86da.pt": (
+        "b1866bea1c136d6c8da9792e39ee0d105362e983e9857d123133f443d909cf3d",
+        "quick-mode model of chapter 10's frontier: naive, λ_d 0, λ_aux 0, w_d P2(γ=3, k=1), 150 steps × 32, ewc weight 1e+06, fp16"),
 }
 
 

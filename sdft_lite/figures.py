@@ -63,21 +63,37 @@ def column_grid(columns: Mapping[str, torch.Tensor], title: str) -> Figure:
 
 def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]]],
              xlabels: Mapping[str, str], ylabel: str, title: str, colours: Mapping[str, str],
-             line: Sequence[str] = (), log_x: Sequence[str] = ()) -> Figure:
+             line: Sequence[str] = (), log_x: Sequence[str] = (),
+             groups: Mapping[str, tuple[str, str]] | None = None) -> Figure:
     """Side-by-side scatter panels of labelled points with error bars: ``points[panel][label] = (x, y, dx, dy)``
-    (NaN spreads are not drawn); the labels in ``line`` are joined in order (e.g. a λ sweep)."""
-    figure = Figure(figsize=(5 * len(points), 4.2), layout="tight")
+    (NaN spreads are not drawn); the labels in ``line`` are joined in order (e.g. a λ sweep).
+
+    ``groups[label] = (group, short)``: points of one group share a colour, a line through them and one legend
+    entry, and are annotated with ``short`` only (e.g. the knob value), which keeps a crowded panel legible."""
+    figure = Figure(figsize=(5 * len(points), 4.4 if groups else 4.2), layout="tight")
     axes = figure.subplots(1, len(points), squeeze=False)[0]
     for ax, (panel, panel_points) in zip(axes, points.items()):
         joined = [panel_points[label] for label in line if label in panel_points]
         if joined:
             ax.plot([p[0] for p in joined], [p[1] for p in joined], "-", color="tab:green", alpha=0.6, zorder=1)
+        for group in dict.fromkeys(g for g, _ in (groups or {}).values()):
+            members = [panel_points[label] for label, (g, _) in groups.items() if g == group and label in panel_points]
+            ax.plot([p[0] for p in members], [p[1] for p in members], "-", alpha=0.35, zorder=1,
+                    color=next(colours[label] for label, (g, _) in groups.items() if g == group))
         for label, (x, y, dx, dy) in panel_points.items():
+            group, text = (groups or {}).get(label, (label, label))
             ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy, fmt="o",
-                        color=colours.get(label, "tab:purple"), capsize=3, zorder=2)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+                        color=colours.get(label, "tab:purple"), capsize=3, zorder=2, markersize=5,
+                        label=group if groups else None)
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7 if groups else 8)
         ax.set(xlabel=xlabels[panel], ylabel=ylabel, ylim=(-0.05, 1.08), xscale="log" if panel in log_x else "linear")
         ax.grid(alpha=0.3)
+    if groups:
+        handles, names = axes[0].get_legend_handles_labels()
+        unique = dict(zip(names, handles))
+        figure.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=min(len(unique), 8),
+                      fontsize=8, frameon=False)
+        figure.set_layout_engine("constrained")
     figure.suptitle(title, fontsize=10)
     return figure
 

@@ -138,7 +138,10 @@ def test_parallel_fine_tuning_equals_one_run_at_a_time(monkeypatch, tmp_path):
 def test_every_quick_model_of_the_chapters_ships_with_the_package():
     # a change to TrainConfig or its synthfaces presets changes the keys: rebuild with bench/prebuild_quick_zoo.py
     from sdft_lite.assets import asset_path
-    for spec in zoo.chapter_configs():
+    from sdft_lite.experiments.frontier import FrontierConfig
+    quick_frontier = [run for *_, run in FrontierConfig.quick().runs()]    # chapter 10's seven models
+    assert len(quick_frontier) == 7
+    for spec in zoo.chapter_configs() + quick_frontier:
         assert zoo.has_prebuilt(spec), f"no shipped model for {zoo.key(spec)}"
         state = torch.load(asset_path(zoo.prebuilt_name(spec)), map_location="cpu", weights_only=True)
         assert state["log"].strip()
