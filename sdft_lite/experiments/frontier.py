@@ -227,8 +227,9 @@ def frontier_figure(result: dict):
                                             s["retain_mean"]["sd"])))
                     for label, s in result["summary"].items()} for key in panels}
     seeds = sorted({r["seed"] for r in result["records"]})
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}; mean ± sd"
     return figures.frontier(points, panels, "retention of absent attributes (mean of 3)",
-                            f"SynthFaces: SDFT and its rivals (seeds {', '.join(map(str, seeds))}; mean ± sd)",
+                            f"SynthFaces: SDFT and its rivals ({which})",
                             colours, log_x=("fd_full",), groups=groups)
 
 

@@ -54,7 +54,7 @@ def test_committed_toc_is_in_sync_with_the_files():
 def test_every_full_toc_entry_is_a_known_page_kind():
     full = sync_toc.yaml.safe_load(sync_toc.FULL_TOC.read_text(encoding="utf-8"))
     entries = sync_toc.all_entries(full)
-    assert entries[0] == "book/intro" and len(entries) == len(set(entries)) == 16
+    assert entries[0] == "book/intro" and len(entries) == len(set(entries)) == 17
     assert all(e.startswith(("book/", "notebooks/")) for e in entries)
 
 
@@ -139,3 +139,49 @@ def test_vendor_plan_serves_what_config_asks_for():
     for dest in ("mathjax/tex-mml-chtml.js", "requirejs/require.js", "html-manager/embed-amd.js"):
         assert f"../_vendor/{dest}" in config
         assert dest in plan
+
+
+# ---------------------------------------------------------------- rivals_table
+
+rivals_table = load_tool("rivals_table")
+
+
+def test_readme_rivals_table_is_the_one_the_stored_frontier_gives():
+    readme = rivals_table.README.read_text(encoding="utf-8")
+    block = rivals_table.readme_block(rivals_table.load())
+    assert block in readme, "README's rivals table is stale: run python book/tools/rivals_table.py"
+
+
+def test_rivals_table_rows_come_from_the_summary_with_their_knobs():
+    stats = {"mean": 0.5, "sd": 0.25, "n": 3}
+    result = {"config": {"methods": [{"label": "naive", "knob": "-"}, {"label": "EWC", "knob": "λ"}]},
+              "source": {"retain_mean": 1.0, "style_rate": 0.0},
+              "summary": {"naive 0": {"retain_mean": stats}, "EWC 1e+06": {"retain_mean": stats, "fd_full": {
+                  "mean": 12.345, "sd": None, "n": 1}}}}
+    lines = rivals_table.table(result, [("retain_mean", "retention"), ("fd_full", "FD")])
+    assert lines[2:] == ["| source model (no fine-tuning) | 1.00 | – |", "| naive | 0.50 ± 0.25 | – |",
+                         "| EWC, λ = 1e+06 | 0.50 ± 0.25 | 12.3 |"]
+    readme = "intro\n" + rivals_table.README_MARKERS[0] + "\nold\n" + rivals_table.README_MARKERS[1] + "\nrest\n"
+    assert rivals_table.with_readme_block(readme, "NEW") == "intro\nNEW\nrest\n"
+
+
+# ---------------------------------------------------------------- execute_notebooks
+
+def test_consecutive_pieces_of_one_stream_are_joined_and_others_kept():
+    import importlib.util
+    import nbformat
+    spec = importlib.util.spec_from_file_location("execute_notebooks", Path(__file__).resolve().parents[2] / "bench" /
+                                                  "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stream = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell(outputs=[stream("stream", name="stdout", text="a\n"),
+                                              stream("stream", name="stdout", text="b\n"),
+                                              stream("stream", name="stderr", text="warn\n"),
+                                              stream("stream", name="stdout", text="c\n"),
+                                              stream("display_data", data={"text/plain": "fig"}),
+                                              stream("stream", name="stdout", text="d\n")])
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    module.merge_streams(notebook)
+    assert [(o.output_type, o.get("text")) for o in notebook.cells[0].outputs] == [
+        ("stream", "a\nb\n"), ("stream", "warn\n"), ("stream", "c\n"), ("display_data", None), ("stream", "d\n")]
