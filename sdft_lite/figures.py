@@ -70,8 +70,14 @@ def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]
 
     ``groups[label] = (group, short)``: points of one group share a colour, a line through them and one legend
     entry, and are annotated with ``short`` only (e.g. the knob value), which keeps a crowded panel legible."""
-    figure = Figure(figsize=(5 * len(points), 4.4 if groups else 4.2), layout="tight")
-    axes = figure.subplots(1, len(points), squeeze=False)[0]
+    grid = groups is not None and len(points) == 3      # 2 × 2, the legend in the fourth cell: legible at page width
+    if grid:
+        figure = Figure(figsize=(10, 8.4), layout="constrained")
+        cells = figure.subplots(2, 2).ravel()
+        axes, legend_cell = cells[:3], cells[3]
+    else:
+        figure = Figure(figsize=(5 * len(points), 4.4 if groups else 4.2), layout="tight")
+        axes = figure.subplots(1, len(points), squeeze=False)[0]
     for ax, (panel, panel_points) in zip(axes, points.items()):
         joined = [panel_points[label] for label in line if label in panel_points]
         if joined:
@@ -85,15 +91,20 @@ def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]
             ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy, fmt="o",
                         color=colours.get(label, "tab:purple"), capsize=3, zorder=2, markersize=5,
                         label=group if groups else None)
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7 if groups else 8)
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
         ax.set(xlabel=xlabels[panel], ylabel=ylabel, ylim=(-0.05, 1.08), xscale="log" if panel in log_x else "linear")
         ax.grid(alpha=0.3)
     if groups:
         handles, names = axes[0].get_legend_handles_labels()
         unique = dict(zip(names, handles))
-        figure.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=min(len(unique), 8),
-                      fontsize=8, frameon=False)
-        figure.set_layout_engine("constrained")
+        if grid:
+            legend_cell.axis("off")
+            legend_cell.legend(unique.values(), unique.keys(), loc="center", fontsize=9, frameon=False,
+                               title="method (knob); numbers: knob values")
+        else:
+            figure.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=min(len(unique), 8),
+                          fontsize=8, frameon=False)
+            figure.set_layout_engine("constrained")
     figure.suptitle(title, fontsize=10)
     return figure
 

@@ -86,7 +86,7 @@ def main() -> int:
         "",
         *table(result),
         "",
-        "```{figure} rivals_frontier.png",
+        "```{figure} generated/rivals_frontier.png",  # the path is read from book/reproduction.md, which includes this
         ":name: fig-rivals-frontier",
         "",
         "SDFT among its rivals on SynthFaces: retention of the absent attributes against portrait style, FD and "
