@@ -59,3 +59,13 @@ def test_chapters_end_with_exercises(chapter):
     headings = [line for cell in notebook.cells if cell.cell_type == "markdown"
                 for line in cell.source.splitlines() if line.startswith("## ")]
     assert "## Exercises" in headings
+
+
+def test_no_run_of_output_pieces_of_one_stream(chapter):
+    """A kernel flushes a long print loop in pieces; each piece would be its own box on the page
+    (bench/execute_notebooks.py joins them)."""
+    _, notebook = chapter
+    runs = [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+            for before, after in zip(cell.outputs, cell.outputs[1:])
+            if before.output_type == after.output_type == "stream" and before.name == after.name]
+    assert not runs, f"cells {runs} have consecutive pieces of one stream"
