@@ -20,7 +20,7 @@ README = REPO_ROOT / "README.md"
 README_MARKERS = ("<!-- rivals-table: written by book/tools/rivals_table.py -->", "<!-- /rivals-table -->")
 COLUMNS = (("retain_mean", "retention (mean)"), ("retain_dark_skin", "dark skin"), ("retain_eyewear", "eyewear"),
            ("retain_expression", "smile"), ("style_rate", "portrait style"), ("fd_full", "FD to portraits"),
-           ("intra_cluster", "intra-cluster distance"), ("near_duplicates", "near-duplicates"))
+           ("intra_cluster", "intra-cluster distance"))
 
 
 def cell(stats: dict, digits: int = 2) -> str:
@@ -29,7 +29,7 @@ def cell(stats: dict, digits: int = 2) -> str:
         return f"{x:.3g}" if abs(x) >= 10 else f"{x:.{digits}f}"
     if stats["mean"] is None:
         return "–"
-    return number(stats["mean"]) + (f" ± {number(stats['sd'])}" if stats["n"] > 1 and stats["sd"] is not None else "")
+    return number(stats["mean"]) + (f"±{number(stats['sd'])}" if stats["n"] > 1 and stats["sd"] is not None else "")
 
 
 def label_with_knob(result: dict, label: str) -> str:
@@ -53,6 +53,12 @@ def table(result: dict, columns=COLUMNS) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cell(stats[key]) if key in stats else "–" for key, _ in columns)
                      + " |")
     return lines
+
+
+def near_duplicates(result: dict) -> str:
+    """The largest share of near-duplicate samples over every run, in words."""
+    largest = max(r["metrics"]["near_duplicates"] for r in result["records"])
+    return "none in any run" if largest == 0 else f"at most {largest:.1%} of a run's samples"
 
 
 def readme_block(result: dict) -> str:
@@ -82,7 +88,8 @@ def main() -> int:
                     for part in result.get("parts", [result])) + ". Mean ± sd over seeds; retention is the share of "
         "samples with an attribute the target lacks over the source's share; portrait style is how far a model "
         f"adapted; diversity is the intra-cluster {result['distance']} distance (Ojha et al. 2021) around "
-        f"{result['config']['num_centres']} training portraits, a stand-in for LPIPS.",
+        f"{result['config']['num_centres']} training portraits, a stand-in for LPIPS. Near-duplicates of a training "
+        f"portrait (nearest/second-nearest distance < 1/3): {near_duplicates(result)}.",
         "",
         *table(result),
         "",

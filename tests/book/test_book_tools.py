@@ -159,8 +159,9 @@ def test_rivals_table_rows_come_from_the_summary_with_their_knobs():
               "summary": {"naive 0": {"retain_mean": stats}, "EWC 1e+06": {"retain_mean": stats, "fd_full": {
                   "mean": 12.345, "sd": None, "n": 1}}}}
     lines = rivals_table.table(result, [("retain_mean", "retention"), ("fd_full", "FD")])
-    assert lines[2:] == ["| source model (no fine-tuning) | 1.00 | – |", "| naive | 0.50 ± 0.25 | – |",
-                         "| EWC, λ = 1e+06 | 0.50 ± 0.25 | 12.3 |"]
+    assert lines[2:] == ["| source model (no fine-tuning) | 1.00 | – |", "| naive | 0.50±0.25 | – |",
+                         "| EWC, λ = 1e+06 | 0.50±0.25 | 12.3 |"]
+    assert rivals_table.near_duplicates({"records": [{"metrics": {"near_duplicates": 0.0}}]}) == "none in any run"
     readme = "intro\n" + rivals_table.README_MARKERS[0] + "\nold\n" + rivals_table.README_MARKERS[1] + "\nrest\n"
     assert rivals_table.with_readme_block(readme, "NEW") == "intro\nNEW\nrest\n"
 
