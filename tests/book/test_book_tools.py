@@ -186,3 +186,14 @@ def test_consecutive_pieces_of_one_stream_are_joined_and_others_kept():
     module.merge_streams(notebook)
     assert [(o.output_type, o.get("text")) for o in notebook.cells[0].outputs] == [
         ("stream", "a\nb\n"), ("stream", "warn\n"), ("stream", "c\n"), ("display_data", None), ("stream", "d\n")]
+
+
+def test_sidebar_numbers_are_the_chapter_numbers():
+    """Numbered parts count on across the book (use_multitoc_numbering), so the k-th numbered page must be
+    notebooks/<k>_...: the sidebar then says what the text says ("chapter 4")."""
+    full = sync_toc.yaml.safe_load(sync_toc.FULL_TOC.read_text(encoding="utf-8"))
+    numbered = [c["file"] for part in full["parts"] if part.get("numbered") for c in part["chapters"]]
+    assert numbered == [f"notebooks/{k:02d}_{Path(f).name[3:]}" for k, f in enumerate(numbered, start=1)]
+    assert len(numbered) == 10
+    config = sync_toc.yaml.safe_load((sync_toc.REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["html"]["use_multitoc_numbering"] is True
