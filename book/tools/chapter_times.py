@@ -109,7 +109,8 @@ def table(rows: list[tuple[str, str, dict[str, WallTime]]]) -> str:
     """The Markdown table: one row per chapter; per mode, the wall time and the hardware it ran on."""
     lines = ["| Chapter | Quick mode (`SDFT_QUICK=1`) | Full mode |", "|---|---|---|"]
     for name, title, times in rows:
-        cells = [f"`{name}` {title}"]
+        page = REPO_ROOT / "notebooks" / f"{name}.ipynb"     # linked as book/how-to-run.md sees it, when it exists
+        cells = [f"[`{name}`](../notebooks/{name}.ipynb) {title}" if page.is_file() else f"`{name}` {title}"]
         for mode in MODES:
             run = times.get(mode)
             cells.append(f"{format_seconds(run.seconds)} on {run.hardware}" if run else "not yet run")

@@ -83,7 +83,7 @@ def test_wall_time_table_says_not_yet_run_where_nothing_was_measured(tmp_path):
     measured.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=quick hardware=CPU seconds=75\n")))
     rows = chapter_times.collect([measured, tmp_path / "02_missing.ipynb"], extras=[])
     table = chapter_times.table(rows)
-    assert "| `01_forward_process` Forward process | 1 min 15 s on CPU | not yet run |" in table
+    assert "| [`01_forward_process`](../notebooks/01_forward_process.ipynb) Forward process | 1 min 15 s on CPU | not yet run |" in table
     assert "| `02_missing` not yet written | not yet run | not yet run |" in table
     assert table.endswith("| **all chapters, one after another** | — | — |\n")   # a total needs every chapter
 
@@ -101,7 +101,7 @@ def test_recorded_runs_fill_the_mode_the_committed_outputs_lack(tmp_path):
     quick_run.write_text(json.dumps(notebook_with_stdout("WALL_TIME mode=quick hardware=CPU seconds=20\n")))
     chapter_times.record_runs([quick_run], record)                                # a later run replaces it
     table = chapter_times.table(chapter_times.collect([committed], [], chapter_times.read_record(record)))
-    assert "| `01_forward_process` Forward process | 20 s on CPU | 7 s on GPU |" in table
+    assert "| [`01_forward_process`](../notebooks/01_forward_process.ipynb) Forward process | 20 s on CPU | 7 s on GPU |" in table
     assert "| **all chapters, one after another** | **20 s** | **7 s** |" in table
     assert chapter_times.read_record(tmp_path / "absent.json") == {}
 
