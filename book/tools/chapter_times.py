@@ -13,6 +13,7 @@ mode with no such line reads "not yet run".
 
     python book/tools/chapter_times.py [--extra DIR_OR_NOTEBOOK ...]
     python book/tools/chapter_times.py --record DIR   # keep DIR's WALL_TIME lines in recorded_runs.json
+    python book/tools/chapter_times.py --banners      # also write each chapter's "needs / time" line
 
 `--record` takes executed notebooks (e.g. `SDFT_QUICK=1 python bench/execute_notebooks.py notebooks/*.ipynb
 --out DIR` on a CPU) and merges their lines into the record, replacing earlier ones of the same chapter and mode.
@@ -171,6 +172,47 @@ def collect(chapters: list[Path], extras: list[Path],
     return rows
 
 
+BANNER_TAG = "chapter-banner"
+
+
+def short_hardware(hardware: str) -> str:
+    """'NVIDIA H200 (CUDA 13.0, torch 2.11.0+cu130)' → 'NVIDIA H200': the banner names the machine only."""
+    return re.sub(r"\s*\(.*\)\s*$", "", hardware)
+
+
+def banner(times: dict[str, WallTime]) -> str:
+    """The one line under a chapter's title: what each mode needs and how long it took, from measured runs."""
+    parts = []
+    for mode, what in (("quick", "Quick mode"), ("full", "Full mode")):
+        run = times.get(mode)
+        parts.append(f"{what}: {format_seconds(run.seconds)} on {short_hardware(run.hardware)}" if run
+                     else f"{what}: not yet run")
+    stored = "full" if "full" in times else "quick"
+    return (f"**Needs / time** — {parts[0]} · {parts[1]} (measured wall times; the outputs on this page are the "
+            f"{stored}-mode run).")
+
+
+def write_banner(path: Path, text: str) -> bool:
+    """Put ``text`` in the chapter's banner cell (tagged chapter-banner, right after the title cell), creating
+    it if needed; returns whether the notebook changed."""
+    import nbformat
+    notebook = nbformat.read(path, as_version=4)
+    cells = [cell for cell in notebook.cells if BANNER_TAG in cell.metadata.get("tags", [])]
+    if cells and cells[0].source == text:
+        return False
+    if cells:
+        cells[0].source = text
+    else:
+        title = next(i for i, cell in enumerate(notebook.cells)
+                     if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "))
+        cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": [BANNER_TAG]})
+        if notebook.nbformat_minor < 5:
+            del cell["id"]
+        notebook.cells.insert(title + 1, cell)
+    nbformat.write(notebook, path)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra", type=Path, nargs="*", default=[],
@@ -179,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="executed notebooks, or directories of them, to keep in the recorded-runs file")
     parser.add_argument("--record-file", type=Path, default=RECORD)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--banners", action="store_true", help="write each chapter's needs / time line")
     args = parser.parse_args(argv)
     if args.record:
         added = record_runs(extra_notebooks(args.record), args.record_file)
@@ -189,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(header + table(rows), encoding="utf-8")
     measured = sum(bool(times) for _, _, times in rows)
     print(f"wrote {args.output}: {measured} of {len(rows)} chapters have a measured wall time")
+    if args.banners:
+        changed = [path.name for path, (_, _, times) in zip(chapter_notebooks(), rows)
+                   if path.is_file() and write_banner(path, banner(times))]
+        print(f"banners rewritten in {len(changed)} chapters: {', '.join(changed) or 'none'}")
     return 0
 
 

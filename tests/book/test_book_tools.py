@@ -197,3 +197,30 @@ def test_sidebar_numbers_are_the_chapter_numbers():
     assert len(numbered) == 10
     config = sync_toc.yaml.safe_load((sync_toc.REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
     assert config["html"]["use_multitoc_numbering"] is True
+
+
+def test_banner_says_what_each_mode_took_and_is_written_once(tmp_path):
+    import nbformat
+    times = {"quick": chapter_times.WallTime("quick", "CPU x86_64 x2 (torch 2.14.1)", 75.0),
+             "full": chapter_times.WallTime("full", "NVIDIA H200 (CUDA 13.0, torch 2.11.0)", 32.0)}
+    text = chapter_times.banner(times)
+    assert "Quick mode: 1 min 15 s on CPU x86_64 x2" in text and "Full mode: 32 s on NVIDIA H200" in text
+    assert "full-mode run" in text and "Full mode: not yet run" in chapter_times.banner({"quick": times["quick"]})
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("badge"),
+                                                   nbformat.v4.new_markdown_cell("# Title\n\ntext"),
+                                                   nbformat.v4.new_code_cell("1")]), path)
+    assert chapter_times.write_banner(path, text) and not chapter_times.write_banner(path, text)
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.source for c in cells][:3] == ["badge", "# Title\n\ntext", text] and len(cells) == 4
+    assert chapter_times.write_banner(path, "new") and nbformat.read(path, as_version=4).cells[2].source == "new"
+
+
+def test_every_chapter_banner_matches_the_measured_times():
+    rows = chapter_times.collect(chapter_times.chapter_notebooks(), [],
+                                 chapter_times.read_record(chapter_times.RECORD))
+    for path, (_, _, times) in zip(chapter_times.chapter_notebooks(), rows):
+        cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                 if chapter_times.BANNER_TAG in c.get("metadata", {}).get("tags", [])]
+        assert len(cells) == 1 and "".join(cells[0]["source"]) == chapter_times.banner(times), \
+            f"{path.name}: run python book/tools/chapter_times.py --banners"
