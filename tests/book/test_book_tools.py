@@ -224,3 +224,23 @@ def test_every_chapter_banner_matches_the_measured_times():
                  if chapter_times.BANNER_TAG in c.get("metadata", {}).get("tags", [])]
         assert len(cells) == 1 and "".join(cells[0]["source"]) == chapter_times.banner(times), \
             f"{path.name}: run python book/tools/chapter_times.py --banners"
+
+
+# ---------------------------------------------------------------- exercises_page
+
+exercises_page = load_tool("exercises_page")
+
+
+def test_exercises_page_is_the_chapters_own_exercises():
+    assert exercises_page.OUTPUT.read_text(encoding="utf-8") == exercises_page.page(), \
+        "book/exercises.md is stale: run python book/tools/exercises_page.py"
+
+
+def test_exercises_section_drops_solutions_and_fixes_links():
+    cell = lambda kind, text: {"cell_type": kind, "source": text, "metadata": {}}
+    notebook = {"cells": [cell("markdown", "# T"), cell("markdown", "## Exercises\n\n1. See [ch 2](02_x.ipynb)."),
+                          cell("markdown", "```{dropdown} Solution\nsecret\n```"), cell("code", "print(1)"),
+                          cell("markdown", "2. Next.\n\n````{dropdown} Solution\nmore secret\n````\nafter")]}
+    text = exercises_page.exercises_section(notebook)
+    assert text == "1. See [ch 2](../notebooks/02_x.ipynb).\n\n2. Next.\n\nafter"
+    assert exercises_page.exercises_section({"cells": [cell("markdown", "# T")]}) is None
