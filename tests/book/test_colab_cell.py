@@ -4,6 +4,7 @@ so that pip never replaces Colab's torch. The last test hands pip the cell's own
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -84,3 +85,42 @@ def test_pip_keeps_the_installed_torch_under_the_cells_constraints(monkeypatch, 
     assert result.returncode == 0, result.stderr
     planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert planned == {"sdft-lite"}, planned
+
+
+# ---------------------------------------------------------------- one place for the home: book/tools/set_home.py
+
+def test_launch_links_colab_kaggle_studio_lab_come_from_the_config():
+    from tests.helpers import load_tool
+    set_home = load_tool("set_home")
+    slug, branch = set_home.home()
+    for chapter in CHAPTERS:
+        assert cells(chapter, "markdown")[0] == set_home.launch_links(slug, branch, chapter.name)
+    assert "kaggle.com/kernels/welcome?src=https://github.com/" in set_home.launch_links(slug, branch, "x.ipynb")
+
+
+def test_every_page_names_the_same_home():
+    """No file that carries the home names another GitHub repository of the book."""
+    from tests.helpers import load_tool
+    set_home = load_tool("set_home")
+    slug, _ = set_home.home()
+    for path in set_home.files(REPO_ROOT):
+        text = path.read_text(encoding="utf-8")
+        others = {m for m in re.findall(r"(?:github\.com/|/github/)([\w.-]+/sdft[\w.-]*)", text)} - {slug}
+        assert not others, f"{path.relative_to(REPO_ROOT)} names {others}"
+
+
+def test_moving_the_home_rewrites_every_reference(tmp_path):
+    import shutil
+    from tests.helpers import load_tool
+    set_home = load_tool("set_home")
+    for path in set_home.files(REPO_ROOT):
+        target = tmp_path / path.relative_to(REPO_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    old, _ = set_home.home(tmp_path)
+    changed = set_home.move(tmp_path, old, "someone/new-home")
+    assert set_home.home(tmp_path)[0] == "someone/new-home" and len(changed) >= len(CHAPTERS) + 1
+    assert not any(old in path.read_text(encoding="utf-8") for path in set_home.files(tmp_path))
+    set_home.write_launch_cells(tmp_path)   # idempotent after a move: the links already say the new home
+    first = json.loads((tmp_path / "notebooks" / CHAPTERS[0].name).read_text(encoding="utf-8"))["cells"][0]
+    assert "".join(first["source"]) == set_home.launch_links("someone/new-home", "main", CHAPTERS[0].name)
