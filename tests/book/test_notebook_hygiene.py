@@ -69,3 +69,45 @@ def test_no_run_of_output_pieces_of_one_stream(chapter):
             for before, after in zip(cell.outputs, cell.outputs[1:])
             if before.output_type == after.output_type == "stream" and before.name == after.name]
     assert not runs, f"cells {runs} have consecutive pieces of one stream"
+
+
+# a cell that draws: pyplot, a displayed figure or image grid, the package's figure helpers; a widget cell is not one
+# (its static version is the figure above it, and a widget has no output on the static page)
+DRAWS = re.compile(r"plt\.show\(|display\(|\.imshow\(|plt\.subplots\(|figures\.\w+\(")
+WIDGET = re.compile(r"import ipywidgets")
+IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg", "text/html")
+# chapter 5's stored GPU run lost its three figures and prints numpy scalar reprs: it must be re-executed in full
+# mode on a GPU (issue "The book as a reader meets it"); strict, so the marks go once the run is stored
+NEEDS_RERUN = {"05_translation"}
+
+
+def drawing_cells_without_a_figure(notebook) -> list[int]:
+    return [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+            and DRAWS.search(cell.source) and not WIDGET.search(cell.source)
+            and not any(kind in output.get("data", {}) for output in cell.outputs for kind in IMAGE_TYPES)]
+
+
+def test_every_cell_that_draws_stores_its_figure(chapter, request):
+    path, notebook = chapter
+    if path.stem in NEEDS_RERUN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="stored run without its figures"))
+    missing = drawing_cells_without_a_figure(notebook)
+    assert not missing, f"cells {missing} draw but their stored outputs hold no figure"
+
+
+def test_no_numpy_scalar_reprs_in_outputs(chapter, request):
+    path, notebook = chapter
+    if path.stem in NEEDS_RERUN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="stored run prints np.float64(...)"))
+    text = "\n".join(stdout(cell) + "".join(output.get("data", {}).get("text/plain", "") for output in cell.outputs)
+                     for cell in notebook.cells if cell.cell_type == "code")
+    assert not re.search(r"np\.(float|int)\d+\(", text), "format numbers before printing them"
+
+
+def test_the_figure_check_catches_a_removed_figure():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("fig, ax = plt.subplots()\nplt.show()", outputs=[
+            nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})]),
+        nbformat.v4.new_code_cell("display(grid)", outputs=[]),
+        nbformat.v4.new_code_cell("import ipywidgets as widgets\ndisplay(slider)", outputs=[])])
+    assert drawing_cells_without_a_figure(notebook) == [1]
