@@ -12,7 +12,8 @@ own γ (γ_d = 3, γ_aux = 50 for MetFaces), so distillation acts where the nois
 
 :func:`sdft_losses` is the equation. Which auxiliary samples it computes is a seam, ``select_aux``: by default
 all of them; :class:`SkipLightAux` leaves out those whose weight λ_aux·w_a(t) is negligible (a speed-up the
-trainer applies, exact to that threshold).
+trainer applies, exact to that threshold); :class:`ImportanceAux` computes a fixed number of them, drawn by weight
+and reweighted, an unbiased estimate of the auxiliary term whose batch shape never changes (so it compiles).
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from .diffusion import diffusion_terms, mean_flat, q_sample, raw_output, split_e
 from .schedule import Schedule
 from .weighting import P2, WeightingFn, weights_at
 
-# (config, schedule, t: [B]) → (indices [m] of the auxiliary samples to compute, their multipliers [m])
-AuxSelector = Callable[["SDFTConfig", Schedule, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (config, schedule, t: [B], generator) → (indices [m] of the auxiliary samples to compute, their multipliers [m]);
+# an index may repeat (its terms add up); the generator is the micro-batch's own (None: torch's default)
+AuxSelector = Callable[["SDFTConfig", Schedule, torch.Tensor, "torch.Generator | None"],
+                       tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class SDFTConfig:
         return self.lambda_distill > 0 or self.lambda_aux > 0
 
 
-def every_aux(config: SDFTConfig, schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def every_aux(config: SDFTConfig, schedule: Schedule, t: torch.Tensor,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact equation: every auxiliary sample, multiplier 1 (none when λ_aux = 0)."""
     count = t.shape[0] if config.lambda_aux > 0 else 0
     return torch.arange(count, device=t.device), torch.ones(count, device=t.device)
@@ -80,7 +84,8 @@ class SkipLightAux:
     threshold: float = 1e-6
     bucket: int = 4
 
-    def __call__(self, config: SDFTConfig, schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, config: SDFTConfig, schedule: Schedule, t: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if config.lambda_aux <= 0:
             return every_aux(config, schedule, t)
         weight = config.lambda_aux * weights_at(config.aux_weighting, schedule, t)
@@ -90,19 +95,56 @@ class SkipLightAux:
         return keep, torch.ones(count, device=t.device)
 
 
+@dataclass(frozen=True)
+class ImportanceAux:
+    """An unbiased estimate of the auxiliary term from ``samples`` auxiliary inputs per batch, whatever t is.
+
+    The term is Σ_i a_i g_i with a_i = λ_aux·w_a(t_i) and g_i the student–teacher gap on the pure-noise input i
+    (the loss divides by B). Draw m indices with replacement, index i with probability p_i = a_i / A (A = Σ a_i),
+    and give each draw the multiplier A / (m·a_i); then each drawn term is A·g_i / m, and
+
+        E[Σ_j a_{i_j} g_{i_j} · A / (m a_{i_j})] = m · Σ_i p_i · A g_i / m = Σ_i a_i g_i          (Hansen–Hurwitz)
+
+    Its variance is (A²/m)·Var_p(g): drawing by weight leaves only the spread of the gaps, so a few draws stand for
+    a batch whose weights are mostly below 1e-6 (the γ_aux = 50 P2 weight is, for ~37% of t). The shape is [m]
+    at every step, so a compiled step never recompiles, and nothing here reads a value back to the host. With
+    every weight zero the draws get multiplier 0 (the exact term is 0 too)."""
+
+    samples: int
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise ValueError(f"ImportanceAux needs at least one sample, got {self.samples}")
+
+    def __call__(self, config: SDFTConfig, schedule: Schedule, t: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if config.lambda_aux <= 0:
+            return every_aux(config, schedule, t)
+        weight = config.lambda_aux * weights_at(config.aux_weighting, schedule, t).double()     # a_i, [B]
+        total = weight.sum()
+        some = total > 0
+        probability = torch.where(some, weight / total.clamp_min(1e-300), torch.full_like(weight, 1 / len(weight)))
+        drawn = torch.multinomial(probability, self.samples, replacement=True, generator=generator)
+        scale = torch.where(some, total / (self.samples * weight[drawn].clamp_min(1e-300)), 0.0)
+        return drawn, scale.float()
+
+
 def sdft_losses(student, teacher, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,
                 noise: torch.Tensor | None = None, config: SDFTConfig = SDFTConfig(), prediction: str = "eps",
-                select_aux: AuxSelector = every_aux) -> dict[str, torch.Tensor]:
+                select_aux: AuxSelector = every_aux, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
     """Per-sample SDFT terms (Eq. 6), each [B]: ``mse``, ``vb``, ``distill``, ``aux`` (already multiplied by their
     λ) and ``loss`` = their sum. x0: [B, C, H, W] in [−1, 1]; t: [B] long positions in ``schedule``; prediction:
-    what student and teacher output (ε, v or x0; the distillation compares those outputs).
+    what student and teacher output (ε, v or x0; the distillation compares those outputs); generator: what a
+    random ``select_aux`` draws from.
 
     The student runs once on [x_t; ε_aux] and the teacher once, under inference mode, on the same batch.
     """
     noise = torch.randn_like(x0) if noise is None else noise
     batch, channels = x0.shape[0], x0.shape[1]
     x_t = q_sample(schedule, x0, t, noise)
-    aux, aux_scale = select_aux(config, schedule, t) if config.needs_teacher else (t[:0], noise.new_zeros(0))
+    aux, aux_scale = select_aux(config, schedule, t, generator) if config.needs_teacher \
+        else (t[:0], noise.new_zeros(0))
     inputs, steps = torch.cat([x_t, noise[aux]]), torch.cat([t, t[aux]])
 
     student_out = raw_output(student, inputs, schedule, steps)

@@ -40,7 +40,7 @@ from .distributed import init_distributed, replicas_identical, wrap_ddp
 from .run_log import RunLog, peak_memory, read_log
 from .rivals import ANCHORS_WEIGHTS, RivalConfig, build_regularizer
 from .schedule import make_schedule
-from .sdft import SDFTConfig, SkipLightAux, every_aux, sdft_losses
+from .sdft import ImportanceAux, SDFTConfig, SkipLightAux, every_aux, sdft_losses
 from .unet import UNetConfig, UNetModel
 from .weighting import weighting_spec
 
@@ -93,6 +93,7 @@ class TrainConfig:
     compile: bool = False                     # CUDA only: torch.compile (~3 min to compile; 1.6x on an H100)
     aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact; eager only)
     aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
+    aux_samples: int = 0                      # m > 0: m aux samples drawn by weight, reweighted (unbiased; compiles)
     seed: int = 0
     # feedback and checkpoints
     log_every: int = 10
@@ -181,7 +182,7 @@ class TrainConfig:
 
 # the fields that decide which images, flips, t, ε and dropout masks each step draws
 STREAM_FIELDS = ("mode", "data_dir", "num_images", "seed", "batch_size", "grad_accum", "noise_schedule", "unet",
-                 "loss", "rival")
+                 "loss", "rival", "aux_samples")
 
 
 # ---- models ----------------------------------------------------------------------------------------
@@ -203,6 +204,17 @@ def build_models(config: TrainConfig) -> tuple[UNetModel, UNetModel | None]:
         return add_lora(source, config.lora).train(), teacher
 
 
+
+
+def aux_selector(config: TrainConfig):
+    """Which auxiliary samples a step computes: all (exact), the heavy ones (``aux_skip_below``) or ``aux_samples``
+    drawn by weight (an unbiased estimate with a fixed shape)."""
+    if config.aux_samples < 0 or (config.aux_samples and config.aux_skip_below > 0):
+        raise ConfigError(f"aux_samples must be >= 0 and cannot be combined with aux_skip_below (got "
+                          f"{config.aux_samples} and {config.aux_skip_below})")
+    if config.aux_samples:
+        return ImportanceAux(config.aux_samples)
+    return SkipLightAux(config.aux_skip_below, config.aux_bucket) if config.aux_skip_below > 0 else every_aux
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -231,8 +243,7 @@ class Trainer:
         self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size,
                                                                      limit=config.num_images or None)
         self.schedule = make_schedule(config.noise_schedule)
-        self.select_aux = SkipLightAux(config.aux_skip_below, config.aux_bucket) if config.aux_skip_below > 0 \
-            else every_aux
+        self.select_aux = aux_selector(config)
         self._build()
         self.step = 0
         self.stop_requested = False
@@ -266,8 +277,8 @@ class Trainer:
         """torch.compile the student (and the teacher) for one static batch shape. Skipping auxiliary samples
         changes the batch shape from step to step, and every new shape recompiles (minutes each), so a compiled
         run computes every auxiliary sample: on an H100 that is still 1.6x the eager step with skipping
-        (bench/results/speed_compile_{train,sampling}_h100.json)."""
-        if self.select_aux is not every_aux:
+        (bench/results/speed_compile_{train,sampling}_h100.json). ``aux_samples`` keeps one shape and stays."""
+        if isinstance(self.select_aux, SkipLightAux):
             print("--compile: computing every auxiliary sample (aux_skip_below ignored: one static batch shape)")
             self.select_aux = every_aux
         self.ddp_model = torch.compile(self.ddp_model)
@@ -339,7 +350,7 @@ class Trainer:
             with sync:
                 with autocast:
                     terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, c.loss,
-                                        c.unet.prediction, self.select_aux)
+                                        c.unet.prediction, self.select_aux, gen)
                     if self.regularizer is not None:   # named terms ([B] or scalar), already weighted
                         for name, value in self.regularizer(self.model, x0, t, noise, gen, self.step, micro).items():
                             terms[name] = value

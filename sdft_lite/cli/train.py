@@ -52,6 +52,8 @@ TRAIN_HELP = {
     "ema_rate": "EMA decay; samples and checkpoints keep raw and EMA weights (the authors evaluated raw)",
     "aux_skip_below": "skip auxiliary samples whose λ_aux·w_a(t) is below this (speed; 0 = exact; eager only)",
     "aux_bucket": "round the kept auxiliary samples up to a multiple of this (fewer batch shapes)",
+    "aux_samples": "compute this many auxiliary samples per micro-batch, drawn by weight and reweighted (an "
+                   "unbiased estimate of the aux term with one batch shape, so it compiles; 0 = every sample)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
     "save_every": "checkpoint every N steps (and at the end)",

@@ -30,6 +30,8 @@ from ..weighting import Constant
 from ..synthfaces.domains import DomainSpec, render_domain
 
 PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>.pt
+# settings added after models were cached and shipped: at their default they leave every key as it was
+LATER_FIELDS = ("aux_samples",)
 RUN_FIELDS = ("out_dir", "data_dir", "source_checkpoint", "progress", "log_every", "save_every", "keep_last",
               "sample_every", "sample_num", "sample_steps")   # where and how a run reports: not what it trains
 
@@ -43,8 +45,11 @@ def default_config(**overrides) -> TrainConfig:
 
 def key(config: TrainConfig) -> str:
     """The cache key of a fine-tuning run: its mode and λ_d, then a hash of every setting that changes the weights
-    (the config's dict without :data:`RUN_FIELDS`; the source is always the shipped model)."""
-    identity = {k: v for k, v in config.to_dict().items() if k not in RUN_FIELDS}
+    (the config's dict without :data:`RUN_FIELDS`, and without the :data:`LATER_FIELDS` at their defaults; the
+    source is always the shipped model)."""
+    defaults = TrainConfig().to_dict()
+    identity = {k: v for k, v in config.to_dict().items()
+                if k not in RUN_FIELDS and not (k in LATER_FIELDS and v == defaults[k])}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.mode}-lam{config.loss.lambda_distill:g}-{digest}"
 
