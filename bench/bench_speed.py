@@ -264,7 +264,7 @@ def main():
     for name, overrides in (("plain", dict(precision="fp32", aux_skip_below=0.0, channels_last=False)),
                             ("fast", {})):
         trainer = our_trainer(**overrides)
-        curves[name] = [trainer.train_step()["loss"] for _ in range(args.curve_steps)]
+        curves[name] = [float(trainer.train_step()["loss"]) for _ in range(args.curve_steps)]
         del trainer
         torch.cuda.empty_cache()
     rel = [abs(a - b) / abs(a) for a, b in zip(curves["plain"], curves["fast"])]

@@ -35,9 +35,15 @@ class RunLog:
             self.bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True)
         self.last_time, self.last_step = time.perf_counter(), start
 
-    def step(self, step: int, terms: dict[str, float], lr: float) -> None:
-        """Record step ``step``'s terms when it is a logging step; advance the bar."""
-        if self.file and (step % self.every == 0 or step == self.total):
+    def logs(self, step: int) -> bool:
+        """Whether step ``step`` is written to the log (on any rank)."""
+        return step % self.every == 0 or step == self.total
+
+    def step(self, step: int, terms: dict[str, torch.Tensor | float], lr: float) -> None:
+        """Record step ``step``'s terms when it is a logging step (only then are device tensors read back);
+        advance the bar."""
+        if self.file and self.logs(step):
+            terms = {name: float(value) for name, value in terms.items()}
             now = time.perf_counter()
             rate = (step - self.last_step) * self.images_per_step / max(now - self.last_time, 1e-9)
             self.last_time, self.last_step = now, step

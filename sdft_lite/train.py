@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import signal
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -246,6 +245,7 @@ class Trainer:
         self.select_aux = aux_selector(config)
         self._build()
         self.step = 0
+        self.first_bad_step = torch.tensor(-1, device=self.device)   # the first step whose loss was not finite
         self.stop_requested = False
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -291,7 +291,20 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "config": self.config.to_dict(), "unet_config": self.config.unet.to_flags()}
 
+    def check_finite(self) -> None:
+        """Stop, naming the step, if any loss since the last check was NaN or infinite. The step itself does not
+        read the loss back (that would wait for the GPU every step); this runs before each save and log line, so a
+        diverged run never writes a checkpoint and the last good one stays the newest."""
+        first = int(self.first_bad_step)
+        if first >= 0:
+            kept = run_folder.checkpoint_paths(self.out_dir)
+            raise TrainingDiverged(
+                f"loss is not finite (NaN or inf) at step {first}; stopped without saving. The last good checkpoint "
+                f"is {kept[-1] if kept else 'none (no checkpoint was written yet)'}; try a lower --lr or "
+                f"--precision fp32")
+
     def save(self) -> Path | None:
+        self.check_finite()
         if not self.dist.main:
             return None
         path = ckpt.save_atomic(self.state(), self.out_dir / f"ckpt_{self.step:07d}.pt")
@@ -311,6 +324,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.first_bad_step.fill_(-1)
         return True
 
     # ---- one step --------------------------------------------------------------------------------
@@ -336,14 +350,16 @@ class Trainer:
             x0, noise = x0.contiguous(memory_format=self.memory_format), noise.contiguous(memory_format=self.memory_format)
         return x0, t, noise, gen
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step. Returns the step's loss terms as 0-dim float64 tensors on the device, read back only
+        where they are logged: nothing in the step waits for the GPU."""
         c = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         torch.manual_seed((c.seed * 7919 + self.step) * 1009 + self.dist.rank)   # dropout
         autocast = torch.autocast(self.device.type, dtype=self.precision) \
             if self.precision != torch.float32 else nullcontext()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for micro in range(c.grad_accum):
             x0, t, noise, gen = self._batch_and_generator(micro)
             sync = nullcontext() if micro == c.grad_accum - 1 or self.dist.world == 1 else self.ddp_model.no_sync()
@@ -357,17 +373,13 @@ class Trainer:
                             terms["loss"] = terms["loss"] + value
                 loss = terms["loss"].mean() / c.grad_accum
                 self.scaler.scale(loss).backward()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach().mean()) / c.grad_accum
-        if not math.isfinite(totals["loss"]):
-            self.optimizer.zero_grad(set_to_none=True)
-            kept = run_folder.checkpoint_paths(self.out_dir)
-            raise TrainingDiverged(
-                f"loss is {totals['loss']} at step {self.step}; stopped without saving. The last good checkpoint "
-                f"is {kept[-1] if kept else 'none (no checkpoint was written yet)'}; try a lower --lr or --precision fp32")
+            for name, value in terms.items():   # float64, as Python floats summed them: the logged values stay
+                totals[name] = totals.get(name, 0.0) + value.detach().mean().double() / c.grad_accum
+        bad = ~torch.isfinite(totals["loss"]) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, self.step, self.first_bad_step)
         if c.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), c.grad_clip))
+            totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), c.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -415,12 +427,15 @@ class Trainer:
                                                         self.device, self.dist.main, c.progress, c.mode) as log:
             while self.step < c.steps and not self.stop_requested:
                 last = self.train_step()
+                if log.logs(self.step):
+                    self.check_finite()
                 log.step(self.step, last, self._lr())
                 if c.save_every and self.step % c.save_every == 0:
                     self.save()
                 if c.sample_every and self.step % c.sample_every == 0:
                     self.sample_grid()
             self.save()
+        last = {name: float(value) for name, value in last.items()}
         result = {"step": self.step, "stopped_early": self.stop_requested, **last, **peak_memory(self.device)}
         if self.dist.world > 1:
             result["replicas_identical"] = replicas_identical(self.model, self.dist)
