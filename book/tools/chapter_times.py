@@ -200,15 +200,21 @@ def write_banner(path: Path, text: str) -> bool:
     cells = [cell for cell in notebook.cells if BANNER_TAG in cell.metadata.get("tags", [])]
     if cells and cells[0].source == text:
         return False
-    if cells:
-        cells[0].source = text
-    else:
-        title = next(i for i, cell in enumerate(notebook.cells)
-                     if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "))
-        cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": [BANNER_TAG]})
+    def new_cell(source: str, **metadata):
+        cell = nbformat.v4.new_markdown_cell(source, metadata=metadata)
         if notebook.nbformat_minor < 5:
             del cell["id"]
-        notebook.cells.insert(title + 1, cell)
+        return cell
+    if cells:
+        cells[0].source = text
+    else:   # right under the title line: the title cell's other text moves to a cell after the banner
+        title = next(i for i, cell in enumerate(notebook.cells)
+                     if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "))
+        heading, _, rest = notebook.cells[title].source.lstrip().partition("\n")
+        notebook.cells[title].source = heading
+        notebook.cells.insert(title + 1, new_cell(text, tags=[BANNER_TAG]))
+        if rest.strip():
+            notebook.cells.insert(title + 2, new_cell(rest.strip("\n")))
     nbformat.write(notebook, path)
     return True
 
