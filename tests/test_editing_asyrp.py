@@ -16,7 +16,7 @@ from sdft_lite.editing.asyrp import (AsyrpConfig, DeltaBlock, asymmetric_step, a
                                      asyrp_schedules, edit_images, eps_pair, invert, load_delta, save_delta,
                                      train_delta_block)
 from sdft_lite.editing.directions import ClassifierDirection, ClipDirection, Direction
-from sdft_lite.sampling import ddim_sample
+from sdft_lite.sampling import ddim_sample, ddim_step
 from sdft_lite.schedule import make_schedule, respace
 from sdft_lite.unet import UNetConfig, UNetModel
 
@@ -232,3 +232,76 @@ def test_asyrp_loss_by_hand():
     assert float(terms["directional"]) == pytest.approx(directional, abs=1e-6)
     assert float(terms["l1"]) == pytest.approx(0.2, abs=1e-6)
     assert float(terms["loss"]) == pytest.approx(directional + 3.0 * 0.5 * 0.2, abs=1e-6)
+
+
+# ---- an edit interval closed from above, and a direction that sees every attribute --------------------------
+
+def test_an_upper_bound_closes_the_edit_interval(unet):
+    calls = []
+    decode = unet.decode
+    unet.decode = lambda *a, **k: calls.append(1) or decode(*a, **k)
+    try:
+        window = AsyrpConfig(t_edit=300, t_edit_upper=555)
+        asyrp_sample(unet, DeltaBlock.for_unet(unet), torch.randn(1, 3, 16, 16), STEPS10, window)
+    finally:
+        del unet.decode
+    assert len(calls) == 10 + 3  # a second decode at t = 333, 444, 555 only
+    x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    plain = ddim_sample(unet, x_T, STEPS10, eta=0.0, clip_denoised=False)
+    torch.testing.assert_close(asyrp_sample(unet, zero_delta(unet), x_T, STEPS10, AsyrpConfig(t_edit=300, t_edit_upper=555,
+                                                                                               t_boost=0)),
+                               plain, rtol=0, atol=1e-5)
+
+
+def test_training_in_a_window_starts_from_the_plain_trajectory_and_trains_only_inside(unet):
+    direction = ClassifierDirection(PixelLogits(), "expression", 0, 1, class_names=EXPRESSION)
+    config = AsyrpConfig(steps="10", inversion_steps="10", epochs=1, lr=0.1, t_edit=300, t_edit_upper=555)
+    inversion, editing = asyrp_schedules(config)
+    x0 = images()
+    latents = invert(unet, x0, inversion)
+    seen = []
+    delta = DeltaBlock.for_unet(unet)
+    forward = delta.forward
+    delta.forward = lambda h, emb: seen.append(h.detach().clone()) or forward(h, emb)
+    history = train_delta_block(unet, delta, x0[:1], latents[:1], direction, editing, config)
+    assert [r["timestep"] for r in history] == [555, 444, 333]
+    # the first edited step sees h of the plain DDIM trajectory at t = 555
+    x = latents[:1]
+    for k in (9, 8, 7, 6):     # 999, 888, 777, 666
+        t = torch.full((1,), k)
+        x = ddim_step(editing, unet(x, editing.timesteps[t])[:, :3], x, t, clip_denoised=False)[0]
+    h, _, _ = unet.encode(x, editing.timesteps[torch.full((1,), 5)])
+    torch.testing.assert_close(seen[0], h, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="edit interval"):
+        train_delta_block(unet, delta, x0, latents, direction, editing, AsyrpConfig(steps="10", t_edit=600,
+                                                                                   t_edit_upper=650))
+
+
+def test_a_direction_in_every_heads_logits_charges_for_side_effects():
+    """E = (expression | skin) centred logits; ΔT = n(e_smile − e_neutral) in the expression block, 0 in skin."""
+    def classifier(x):
+        return {"skin": x[:, 3:], "expression": x[:, :3]}
+    x_src = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]])
+    clean = torch.tensor([[0.0, 3.0, 3.0, 0.0, 0.0, 0.0]])       # expression moves straight along e_1 − e_0
+    side = torch.tensor([[0.0, 3.0, 3.0, 2.0, 0.0, 0.0]])        # the same, and the skin logits move too
+    one = ClassifierDirection(classifier, "expression", 0, 1, class_names=EXPRESSION)
+    every = ClassifierDirection(classifier, "expression", 0, 1, class_names=EXPRESSION, all_heads=True)
+    assert every.name == "classifier:expression neutral→smile (all heads)"
+
+    def by_hand(src, edit, heads):
+        def centred(v):   # sorted head names: expression (v[:3]), then skin (v[3:])
+            blocks = [v[:3], v[3:]][:heads]
+            return np.concatenate([block - block.mean() for block in blocks])
+        e_src, e_edit = centred(src.double().numpy()[0]), centred(edit.double().numpy()[0])
+        change = e_edit / np.linalg.norm(e_edit) - e_src / np.linalg.norm(e_src)
+        target = np.zeros(len(e_src))
+        target[1], target[0] = 1.0, -1.0
+        return 1 - change @ target / (np.linalg.norm(change) * np.linalg.norm(target))
+    for edit in (clean, side):
+        torch.testing.assert_close(one.loss(x_src, edit).double(), torch.tensor([by_hand(x_src, edit, 1)],
+                                   dtype=torch.float64), rtol=0, atol=1e-6)
+        torch.testing.assert_close(every.loss(x_src, edit).double(), torch.tensor([by_hand(x_src, edit, 2)],
+                                   dtype=torch.float64), rtol=0, atol=1e-6)
+    # one head cannot see the skin change; every head charges for it
+    assert float(one.loss(x_src, side)) == pytest.approx(float(one.loss(x_src, clean)), abs=1e-6)
+    assert float(every.loss(x_src, side)) > float(every.loss(x_src, clean)) + 0.1

@@ -48,6 +48,9 @@ def add_parser(subparsers) -> None:
     edit.add_argument("--model", required=True, help="diffusion model checkpoint (kept frozen)")
     edit.add_argument("--direction", required=True, help="classifier:expression:0:1 or 'clip:face:smiling face'")
     edit.add_argument("--classifier", help="SynthFaces attribute classifier checkpoint (classifier directions)")
+    edit.add_argument("--all-heads", action="store_true",
+                      help="a classifier direction in every head's logits (the edit only in its own head): "
+                           "changing another attribute then costs loss")
     edit.add_argument("--clip-model", default="ViT-B/32", help="OpenAI CLIP model for clip directions")
     edit.add_argument("--input", required=True, help="images to edit (searched recursively)")
     edit.add_argument("--train-input", help="images Δh trains on (default: --input)")
@@ -56,7 +59,9 @@ def add_parser(subparsers) -> None:
     edit.add_argument("--out", required=True, help="output folder")
     from ..editing.asyrp import AsyrpConfig
     defaults = AsyrpConfig()
-    edit.add_argument("--t-edit", type=int, default=defaults.t_edit)
+    edit.add_argument("--t-edit", type=int, default=defaults.t_edit, help="Δh acts at t >= this")
+    edit.add_argument("--t-edit-upper", type=int, default=defaults.t_edit_upper,
+                      help="... and at t <= this (999: no upper bound, Asyrp's interval)")
     edit.add_argument("--t-boost", type=int, default=defaults.t_boost)
     edit.add_argument("--scale", type=float, default=defaults.scale, help="Δh scale c at inference")
     edit.add_argument("--steps", default=defaults.steps, help="respacing for training and editing")
@@ -168,8 +173,9 @@ def run_translate(args: argparse.Namespace) -> int:
 # edit
 
 
-def parse_direction(spec: str, classifier_path: str | None, clip_model: str, device: torch.device):
-    """'classifier:HEAD:SRC:TRG' or 'clip:SRC TEXT:TRG TEXT' → a Direction."""
+def parse_direction(spec: str, classifier_path: str | None, clip_model: str, device: torch.device,
+                    all_heads: bool = False):
+    """'classifier:HEAD:SRC:TRG' or 'clip:SRC TEXT:TRG TEXT' → a Direction (``all_heads``: classifier only)."""
     from ..editing.directions import ClassifierDirection, ClipDirection, DifferentiableClip
 
     kind, _, rest = spec.partition(":")
@@ -187,7 +193,7 @@ def parse_direction(spec: str, classifier_path: str | None, clip_model: str, dev
         def level(value: str) -> int:
             return int(value) if value.isdigit() else levels.index(value)
         classifier = load_classifier(classifier_path, device).requires_grad_(False)
-        return ClassifierDirection(classifier, head, level(src), level(trg), class_names=levels)
+        return ClassifierDirection(classifier, head, level(src), level(trg), class_names=levels, all_heads=all_heads)
     if kind == "clip" and len(parts) == 2:
         from ..metrics.clip_direction import ClipEncoders
         return ClipDirection(parts[0], parts[1], DifferentiableClip(ClipEncoders.from_file(clip_model, device=device)))
@@ -203,8 +209,9 @@ def run_edit(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     unet = _load_model(args.model, args.weights, device)
-    direction = parse_direction(args.direction, args.classifier, args.clip_model, device)
-    config = AsyrpConfig(t_edit=args.t_edit, t_boost=args.t_boost, scale=args.scale, steps=args.steps,
+    direction = parse_direction(args.direction, args.classifier, args.clip_model, device, args.all_heads)
+    config = AsyrpConfig(t_edit=args.t_edit, t_edit_upper=args.t_edit_upper, t_boost=args.t_boost,
+                         scale=args.scale, steps=args.steps,
                          inversion_steps=args.inversion_steps, epochs=args.epochs, lr=args.lr,
                          batch=args.train_batch)
     tag, out = slug(direction.name), Path(args.out)

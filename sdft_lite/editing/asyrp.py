@@ -6,16 +6,18 @@ h-space is the middle-block output. With h, skips, emb = unet.encode(x_t, t) (th
   ε  = decode(h)                    the original noise prediction
   ε̃  = decode(h + c·Δh(h, emb))     the edited one (c = ``scale``, 1 in training)
 
-Asymmetric reverse process (DDIM, η = 0) for t ≥ t_edit — only the x̂_0 part sees the edit:
+Asymmetric reverse process (DDIM, η = 0) for t_edit ≤ t ≤ t_edit_upper — only the x̂_0 part sees the edit:
 
   P_t = (x_t − √(1−ᾱ_t) ε̃)/√ᾱ_t  (not clipped),   D_t = √(1−ᾱ_{t−1}) ε,   x_{t−1} = √ᾱ_{t−1} P_t + D_t
 
-then plain DDIM (unclipped, as Asyrp) for t < t_edit, with η = 1 for t < t_boost ("quality boosting").
+plain DDIM (unclipped, as Asyrp) elsewhere, with η = 1 for t < t_boost ("quality boosting").
 Defaults t_edit = 500, t_boost = 200 (Asyrp's script_train.sh) on "40"-step respacings (Asyrp's n_train_step /
-n_test_step 40; its own step list floors i·999/39 where our "40" rounds it).
+n_test_step 40; its own step list floors i·999/39 where our "40" rounds it). ``t_edit_upper`` (default 999: the
+official interval, everything above t_edit) closes the interval from above, for an attribute that is decided at
+moderate noise: above it the edited trajectory is the plain one, and Δh neither acts nor trains there.
 
 Training (diffusion_latent.py ``run_training``): invert each training image with DDIM to the last step
-(t = 999), then walk the steps t ≥ t_edit on two trajectories — the edited one (asymmetric steps, x_t detached
+(t = 999), walk plain DDIM down to t_edit_upper, then walk the steps of the interval on two trajectories — the edited one (asymmetric steps, x_t detached
 between steps) and the original one (plain DDIM) — and at EVERY step take one SGD step on
 
   L = λ_CLIP · (−log((2 − L_dir(x_0, P_t^edit))/2)) + λ_L1 · f · mean|P_t^edit − P_t^orig|
@@ -73,7 +75,8 @@ class DeltaBlock(nn.Module):
 class AsyrpConfig:
     """Edit interval, sampling and training recipe (Asyrp's script_train.sh values)."""
 
-    t_edit: int = 500  # Δh acts at original timesteps t ≥ t_edit
+    t_edit: int = 500  # Δh acts at original timesteps t_edit ≤ t ≤ t_edit_upper
+    t_edit_upper: int = 999  # 999: no upper bound (Asyrp's interval)
     t_boost: int = 200  # η = 1 below this timestep (Asyrp's t_addnoise)
     scale: float = 1.0  # c in h + c·Δh at inference (hs_coeff_delta_h); training always uses 1
     steps: str = "40"  # respacing for training and editing (n_train_step / n_test_step)
@@ -85,6 +88,11 @@ class AsyrpConfig:
     lambda_clip: float = 1.0  # weight of the directional term (named after CLIP, used for any direction)
     lambda_l1: float = 3.0
     batch: int = 1
+
+
+def in_edit_interval(config: AsyrpConfig, timestep: int) -> bool:
+    """Whether Δh acts at this original timestep."""
+    return config.t_edit <= timestep <= config.t_edit_upper
 
 
 def asyrp_schedules(config: AsyrpConfig, base: Schedule | None = None) -> tuple[Schedule, Schedule]:
@@ -127,7 +135,7 @@ def asyrp_sample(unet: UNetModel, delta: DeltaBlock | None, x: torch.Tensor, sch
     for k in range(start, -1, -1):
         t = _positions(x, k)
         timestep = int(schedule.timesteps[k])
-        if delta is not None and timestep >= config.t_edit:
+        if delta is not None and in_edit_interval(config, timestep):
             eps, eps_edit = eps_pair(unet, delta, x, schedule.timesteps.to(x.device)[t], config.scale)
             x, pred_x0 = asymmetric_step(schedule, eps, eps_edit, x, t)
         else:
@@ -174,7 +182,11 @@ def train_delta_block(unet: UNetModel, delta: DeltaBlock, x0: torch.Tensor, late
     """
     optimizer = torch.optim.SGD(delta.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-    edit_positions = [k for k in range(len(schedule) - 1, -1, -1) if int(schedule.timesteps[k]) >= config.t_edit]
+    edit_positions = [k for k in range(len(schedule) - 1, -1, -1) if in_edit_interval(config, int(schedule.timesteps[k]))]
+    if not edit_positions:
+        raise ValueError(f"no step of the {config.steps!r} respacing lies in the edit interval "
+                         f"[{config.t_edit}, {config.t_edit_upper}]")
+    above = range(len(schedule) - 1, edit_positions[0], -1)   # plain DDIM down to the interval
     history = []
     unet.eval()
     delta.train()
@@ -182,7 +194,7 @@ def train_delta_block(unet: UNetModel, delta: DeltaBlock, x0: torch.Tensor, late
         for epoch in range(config.epochs):
             for first in range(0, len(x0), config.batch):
                 source = x0[first:first + config.batch]
-                x_edit = x_orig = latents[first:first + config.batch]
+                x_edit = x_orig = descend(unet, latents[first:first + config.batch], schedule, above)
                 for k in edit_positions:
                     t = _positions(x_edit, k)
                     timesteps = schedule.timesteps.to(x_edit.device)[t]
@@ -205,6 +217,15 @@ def train_delta_block(unet: UNetModel, delta: DeltaBlock, x0: torch.Tensor, late
             scheduler.step()
     delta.eval()
     return history
+
+
+@torch.no_grad()
+def descend(unet: UNetModel, x: torch.Tensor, schedule: Schedule, positions) -> torch.Tensor:
+    """Plain DDIM steps (η = 0, unclipped) at the given positions, in order."""
+    for k in positions:
+        t = _positions(x, k)
+        x, _ = ddim_step(schedule, call_model(unet, x, schedule, t), x, t, clip_denoised=False)
+    return x
 
 
 @torch.no_grad()

@@ -12,7 +12,9 @@ the source image to the edited one:
 * :class:`ClassifierDirection`: E = one head's *centred* logits (logits minus their mean, which removes the
   softmax's free additive constant), ΔT = n(e_trg − e_src). It needs a head with at least 3 classes: with 2,
   the centred logits live on a line, ΔI is ±ΔT and L_dir jumps between 0 and 2 with no gradient.
-  ``l1_factor`` = 1.
+  ``l1_factor`` = 1. With ``all_heads=True`` E is every head's centred logits side by side and ΔT is nonzero
+  only in the edited head's block, so a change of another attribute (skin, hair) turns ΔI away from ΔT and
+  costs what it should; with one head such a change is invisible to the loss.
 
 Each direction has a ``name`` ("clip:face→smiling face", "classifier:expression neutral→smile") that every
 result, file and printed line of the editing code carries.
@@ -122,17 +124,18 @@ class ClassifierDirection(Direction):
     """
 
     def __init__(self, classifier: Classifier, head: str, src_class: int, trg_class: int,
-                 class_names: Sequence[str] | None = None, num_classes: int | None = None):
+                 class_names: Sequence[str] | None = None, num_classes: int | None = None, all_heads: bool = False):
         if src_class == trg_class:
             raise ValueError("source and target class must differ")
         self.classifier, self.head, self.src_class, self.trg_class = classifier, head, src_class, trg_class
+        self.all_heads = all_heads
         names = list(class_names) if class_names is not None else None
         self.num_classes = num_classes or (len(names) if names else None)
         if self.num_classes is not None:
             self._check_classes(self.num_classes)
         src_name = names[src_class] if names else str(src_class)
         trg_name = names[trg_class] if names else str(trg_class)
-        self.name = f"classifier:{head} {src_name}→{trg_name}"
+        self.name = f"classifier:{head} {src_name}→{trg_name}" + (" (all heads)" if all_heads else "")
 
     def _check_classes(self, num_classes: int) -> None:
         if num_classes < 3:
@@ -142,19 +145,30 @@ class ClassifierDirection(Direction):
             if not 0 <= c < num_classes:
                 raise ValueError(f"class {c} is not one of head {self.head!r}'s {num_classes} classes")
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x): [B, K], the head's logits minus their mean."""
-        logits = self.classifier(x)[self.head]
-        return logits - logits.mean(dim=-1, keepdim=True)
+    def heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{head: centred logits [B, K_head]}: the edited head alone, or every head in sorted order."""
+        logits = self.classifier(x)
+        names = sorted(logits) if self.all_heads else [self.head]
+        return {name: logits[name] - logits[name].mean(dim=-1, keepdim=True) for name in names}
 
-    def target_direction(self, num_classes: int, like: torch.Tensor) -> torch.Tensor:
-        """ΔT: [K] = n(e_trg − e_src)."""
-        direction = torch.zeros(num_classes, dtype=like.dtype, device=like.device)
-        direction[self.trg_class], direction[self.src_class] = 1.0, -1.0
-        return F.normalize(direction, dim=0)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """E(x): [B, ΣK], the heads' centred logits side by side (one head: [B, K])."""
+        return torch.cat(list(self.heads(x).values()), dim=-1)
+
+    def target_direction(self, sizes: Mapping[str, int], like: torch.Tensor) -> torch.Tensor:
+        """ΔT: [ΣK], n(e_trg − e_src) in the edited head's block, 0 in the others."""
+        blocks = []
+        for name, size in sizes.items():
+            block = torch.zeros(size, dtype=like.dtype, device=like.device)
+            if name == self.head:
+                block[self.trg_class], block[self.src_class] = 1.0, -1.0
+            blocks.append(block)
+        return F.normalize(torch.cat(blocks), dim=0)
 
     def loss(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> torch.Tensor:
-        embed_src, embed_edit = self.embed(x_src), self.embed(x_edit)
+        heads = self.heads(x_src)
         if self.num_classes is None:
-            self._check_classes(embed_src.shape[-1])
-        return 1 - unit_change(embed_src, embed_edit) @ self.target_direction(embed_src.shape[-1], embed_src)
+            self._check_classes(heads[self.head].shape[-1])
+        embed_src, embed_edit = torch.cat(list(heads.values()), dim=-1), self.embed(x_edit)
+        sizes = {name: value.shape[-1] for name, value in heads.items()}
+        return 1 - unit_change(embed_src, embed_edit) @ self.target_direction(sizes, embed_src)
