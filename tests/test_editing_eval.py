@@ -76,3 +76,17 @@ def test_presets_compile_on_gpus():
     from sdft_lite.train import TrainConfig
     assert TrainConfig.metfaces().compile and TrainConfig.aahq().compile
     assert not TrainConfig.tiny().compile
+
+
+def test_smile_survival_counts_smiles_kept_after_sdedit_from_each_t():
+    """From t = 0 SDEdit returns its input, so every smiling render is still read as smiling (the classifier is
+    right on clean renders); the renders all smile, and the curve has one entry per t."""
+    from sdft_lite.assets import asset_path
+    from sdft_lite.experiments.editing_table import smile_survival, smiling_faces
+    from sdft_lite.experiments.zoo import source_model
+    from sdft_lite.synthfaces.classifier import load_classifier
+    classifier = load_classifier(asset_path("synthfaces/classifier.pt"), "cpu")
+    faces = smiling_faces(6, 32, "photo")
+    assert faces.shape == (6, 3, 32, 32) and float(faces.min()) >= -1 and float(faces.max()) <= 1
+    curve = smile_survival(source_model(), classifier, faces, (0, 950), steps="10")
+    assert list(curve) == [0, 950] and curve[0] == 1.0 and 0.0 <= curve[950] <= 1.0

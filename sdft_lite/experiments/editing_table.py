@@ -16,7 +16,9 @@ import torch
 
 from ..editing import AsyrpConfig, ClassifierDirection, DeltaBlock, edit_images, train_delta_block
 from ..editing.asyrp import asyrp_schedules, invert
+from ..editing.sdedit import sdedit_ddim
 from ..metrics.fidelity import compute_fidelity
+from ..schedule import make_schedule, respace
 from ..synthfaces.attributes import FACE_ATTRIBUTES
 from ..synthfaces.domains import DomainSpec
 from ..synthfaces.renderer import to_tensor
@@ -85,3 +87,29 @@ def asyrp_table_row(unet, classifier, config: EditBenchConfig, device) -> dict:
             "edit": edit_scores(classifier, direction, test, edited),
             "reconstruction": edit_scores(classifier, direction, test, original),
             "train_seconds": round(trained - started, 1), "edit_seconds": round(time.perf_counter() - trained, 1)}
+
+
+def smiling_faces(n: int, size: int, style: str, split: str = "test", seed: int = 0) -> torch.Tensor:
+    """[n, 3, size, size] in [-1, 1]: renders of ``style`` ("photo" or "portrait") that all smile (smile or open
+    smile), every other attribute drawn as in the full domain."""
+    spec = DomainSpec(f"smiling-{style}", style, (("expression", (1, 2)),), n)
+    floats, labels = spec.render(range(n), size, seed, split)
+    assert bool(np.all(labels.expression != 0))
+    return to_tensor(floats)
+
+
+@torch.no_grad()
+def smile_survival(unet, classifier, faces: torch.Tensor, timesteps, steps: str = "20", seed: int = 0
+                   ) -> dict[int, float]:
+    """How long ``unet`` keeps a smile it is handed: for each t, the share of ``faces`` (all smiling) still read
+    as smiling after SDEdit from t (noise to t, then the model's deterministic DDIM down to 0, the same noise for
+    every t). A smile survives from t when the model's reverse process below t no longer redraws the mouth; an
+    Asyrp edit that acts only above that t is undone below it, which is how its edit interval is chosen here."""
+    schedule = respace(make_schedule(), steps)
+    noise = torch.randn(faces.shape, generator=torch.Generator().manual_seed(seed)).to(faces.device)
+    survival = {}
+    for t in timesteps:
+        out = sdedit_ddim(unet, faces, schedule, t0=int(t), noise=noise).clamp(-1, 1)
+        survival[int(t)] = float(np.mean(classifier.predict(out).expression != 0))
+    return survival
+
