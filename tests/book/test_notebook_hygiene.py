@@ -111,3 +111,16 @@ def test_the_figure_check_catches_a_removed_figure():
         nbformat.v4.new_code_cell("display(grid)", outputs=[]),
         nbformat.v4.new_code_cell("import ipywidgets as widgets\ndisplay(slider)", outputs=[])])
     assert drawing_cells_without_a_figure(notebook) == [1]
+
+
+def test_every_figure_has_a_numbered_caption(chapter):
+    """Each stored figure is followed by its caption: a Markdown cell "*Figure <chapter>.<k>. ...*", numbered in
+    order, so the text can point at "Figure 4.2" and the site shows what each figure is."""
+    path, notebook = chapter
+    number, k = int(path.stem[:2]), 0
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and any("image/png" in o.get("data", {}) for o in cell.outputs):
+            k += 1
+            following = next((c for c in notebook.cells[index + 1:] if c.cell_type == "markdown"), None)
+            assert following is not None and following.source.startswith(f"*Figure {number}.{k}. "), \
+                f"cell {index}: figure {number}.{k} has no caption"
