@@ -62,3 +62,26 @@ def write_random_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> 
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
 
+
+
+def train_with_the_package_at(commit: str, settings: dict, out_dir: Path, work: Path) -> None:
+    """Run ``Trainer(TrainConfig.tiny(out_dir=out_dir, **settings), device="cpu").run()`` with the sdft_lite of
+    an earlier ``commit`` (extracted with git archive into ``work``), in a subprocess: for tests that a change
+    leaves training bit-identical. Skips the test when git or the commit is not available."""
+    import shutil
+    import subprocess
+
+    import pytest
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", commit],
+                                                     capture_output=True).returncode:
+        pytest.skip("needs the repository's git history")
+    package = work / f"package_{commit[:7]}"
+    package.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", commit, "sdft_lite"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(package)], input=archive, check=True)
+    script = ("import sys, torch; torch.set_num_threads(1)\n"
+              "from sdft_lite.train import TrainConfig, Trainer\n"
+              f"Trainer(TrainConfig.tiny(out_dir=sys.argv[1], **{settings!r}), device='cpu').run()\n")
+    subprocess.run([sys.executable, "-c", script, str(out_dir)], check=True, capture_output=True, cwd=work,
+                   env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(package)})

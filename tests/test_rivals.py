@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import write_random_images
+from helpers import train_with_the_package_at, write_random_images
 from sdft_lite.adapters import LoRAConfig
 from sdft_lite.checkpoint import save_atomic
 from sdft_lite.data import ImageSet, batch_indices
@@ -267,21 +266,9 @@ def test_a_run_with_a_rival_resumes_bit_identically(files, tmp_path, method):
 def test_method_none_trains_exactly_as_the_trainer_before_the_seam(files, tmp_path):
     """The same sdft run (dropout on, two micro-batches) with the trainer of the commit before the rivals, run from a
     copy of that commit's package, and with this one: bit-identical weights."""
-    if shutil.which("git") is None or subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", BEFORE_THE_SEAM],
-                                                     capture_output=True).returncode:
-        pytest.skip("needs the repository's git history")
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_THE_SEAM, "sdft_lite"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     settings = dict(mode="sdft", data_dir=str(files / "images"), source_checkpoint=str(files / "source.pt"), steps=3,
                     save_every=3, progress=False, lr=1e-3, grad_accum=2)
-    script = ("import sys, torch; torch.set_num_threads(1)\n"
-              "from sdft_lite.train import TrainConfig, Trainer\n"
-              f"Trainer(TrainConfig.tiny(out_dir=sys.argv[1], **{settings!r}), device='cpu').run()\n")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "before")], check=True, capture_output=True,
-                   env={**ENV, "PYTHONPATH": str(old)}, cwd=tmp_path)
+    train_with_the_package_at(BEFORE_THE_SEAM, settings, tmp_path / "before", tmp_path)
     Trainer(TrainConfig.tiny(out_dir=str(tmp_path / "now"), **settings), device="cpu").run()
     before, now = (torch.load(tmp_path / d / "ckpt_0000003.pt", weights_only=True) for d in ("before", "now"))
     assert "rival" not in before["config"] and now["config"]["rival"]["method"] == "none"

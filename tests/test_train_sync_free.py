@@ -2,20 +2,15 @@
 them, and the NaN stop happens there, still naming the first bad step. The values logged are bit-identical to those
 of the trainer that read every term back each step (commit 1b56d5f, run from a copy of its package)."""
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import write_random_images
+from helpers import train_with_the_package_at, write_random_images
 from sdft_lite.checkpoint import save_atomic
 from sdft_lite.train import TrainConfig, Trainer
 from sdft_lite.unet import UNetConfig, UNetModel
 
-REPO = Path(__file__).resolve().parents[1]
 READ_EVERY_STEP = "1b56d5f"   # main before the step stopped reading its losses back
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
@@ -69,19 +64,7 @@ def test_the_step_reads_nothing_back_from_the_device(files, tmp_path, monkeypatc
 
 
 def test_logged_losses_are_bit_identical_to_the_trainer_that_read_them_every_step(files, tmp_path):
-    if shutil.which("git") is None or subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", READ_EVERY_STEP],
-                                                     capture_output=True).returncode:
-        pytest.skip("needs the repository's git history")
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", READ_EVERY_STEP, "sdft_lite"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    script = ("import sys, torch; torch.set_num_threads(1)\n"
-              "from sdft_lite.train import TrainConfig, Trainer\n"
-              f"Trainer(TrainConfig.tiny(out_dir=sys.argv[1], **{settings(files)!r}), device='cpu').run()\n")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "before")], check=True, capture_output=True,
-                   env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(old)}, cwd=tmp_path)
+    train_with_the_package_at(READ_EVERY_STEP, settings(files), tmp_path / "before", tmp_path)
     Trainer(TrainConfig.tiny(out_dir=str(tmp_path / "now"), **settings(files)), device="cpu").run()
     logs = [[{k: v for k, v in json.loads(line).items() if k != "img_per_s"}
              for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("before", "now")]
