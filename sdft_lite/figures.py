@@ -131,3 +131,30 @@ def nearest_distances(panels: Mapping[str, tuple[Sequence[float], Sequence[float
                   title=f"near-duplicates: {share:.1%}")
         right.legend(fontsize=7)
     return figure
+
+
+def slider_player(frames: Sequence[Figure], labels: Sequence[str], name: str, dpi: int = 80) -> str:
+    """A slider that works without a kernel: ``frames`` drawn once, embedded as PNG data URIs in one HTML fragment
+    with a range input; moving it swaps the image and shows ``labels[i]`` (no script tag, no network). Display it
+    with ``IPython.display.HTML``; the live ipywidgets version needs a running kernel, this one a static page.
+
+    Returns the HTML; the range input carries ``data-player=name`` so a browser test can find it."""
+    import base64
+    import html
+    import io
+    import json
+    if len(frames) != len(labels) or not frames:
+        raise ValueError(f"need one label per frame, got {len(frames)} frames and {len(labels)} labels")
+    uris = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        frame.savefig(buffer, format="png", dpi=dpi)
+        uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    show = ("const p=this.parentElement.parentElement;p.querySelector('img').src=JSON.parse(this.dataset.frames)"
+            "[this.value];p.querySelector('output').textContent=JSON.parse(this.dataset.labels)[this.value]")
+    attributes = {"type": "range", "min": "0", "max": str(len(frames) - 1), "step": "1", "value": "0",
+                  "data-player": name, "data-frames": json.dumps(uris), "data-labels": json.dumps(list(labels)),
+                  "oninput": show, "aria-label": name}
+    slider = "<input " + " ".join(f'{key}="{html.escape(value)}"' for key, value in attributes.items()) + ">"
+    return (f'<div class="sdft-player"><div>{slider} <output>{html.escape(labels[0])}</output></div>'
+            f'<img src="{uris[0]}" alt="{html.escape(name)}" style="max-width:100%"></div>')

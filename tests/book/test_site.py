@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,37 @@ def test_notebook_outputs_are_counted_except_removed_cells(tmp_path):
     notebook.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     assert check_site.notebook_image_outputs(notebook) == 1
     assert check_site.notebook_widget_views(notebook) == 1
+
+
+def test_a_static_slider_player_swaps_its_frame_in_chromium(tmp_path):
+    """figures.slider_player needs no kernel: in headless Chromium, moving its range input shows another frame and
+    its label (a harness page moves the slider the way a reader's input event does)."""
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed")
+        pytest.skip("chromium is not installed")
+    from matplotlib.figure import Figure
+
+    from sdft_lite.figures import slider_player
+    frames = []
+    for k in range(3):
+        figure = Figure(figsize=(2, 1))
+        figure.subplots().plot([0, 1], [0, k])
+        frames.append(figure)
+    player = slider_player(frames, ["first", "second", "third"], "demo")
+    harness = tmp_path / "player.html"
+    harness.write_text(
+        "<html><body>" + player + "<script>"
+        "const s = document.querySelector('input[data-player=demo]');"
+        "const before = document.querySelector('.sdft-player img').src;"
+        "s.value = 2; s.dispatchEvent(new Event('input'));"
+        "const img = document.querySelector('.sdft-player img');"
+        "document.body.dataset.moved = String(img.src !== before && img.src === JSON.parse(s.dataset.frames)[2]);"
+        "document.body.dataset.label = document.querySelector('.sdft-player output').textContent;"
+        "</script></body></html>", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        done = subprocess.run([chromium, *check_site.CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                               harness.as_uri()], capture_output=True, text=True, timeout=120)
+    body = BeautifulSoup(done.stdout, "html.parser").body
+    assert body is not None and body.get("data-moved") == "true" and body.get("data-label") == "third"
