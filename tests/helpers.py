@@ -52,6 +52,27 @@ def randomise_zero_init(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     return model
 
 
+def tiny_unet(seed: int = 0, **changes) -> torch.nn.Module:
+    """The tiny U-Net (``UNetConfig.tiny()`` with ``changes``) built under ``seed``, its zero-initialised weights
+    re-drawn (normal, sd 0.02) so that every weight matters; in train mode."""
+    from sdft_lite.unet import UNetConfig, UNetModel
+    torch.manual_seed(seed)
+    model = UNetModel(UNetConfig.tiny().replace(**changes))
+    for p in model.parameters():
+        if p.ndim > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def write_training_files(root: Path, images: int = 8) -> Path:
+    """``root/images`` (``images`` random PNGs) and ``root/source.pt`` (``tiny_unet(0)``'s state dict): what a
+    tiny naive or SDFT run reads."""
+    from sdft_lite.checkpoint import save_atomic
+    write_random_images(root / "images", images)
+    save_atomic(tiny_unet(0).state_dict(), root / "source.pt")
+    return root
+
+
 def write_random_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> Path:
     """``n`` uniform-noise RGB PNGs in ``folder`` (created): a training set whose content does not matter."""
     import numpy as np

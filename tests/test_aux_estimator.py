@@ -11,12 +11,10 @@ import json
 import pytest
 import torch
 
-from helpers import write_random_images
-from sdft_lite.checkpoint import save_atomic
+from helpers import tiny_unet, write_training_files
 from sdft_lite.schedule import make_schedule
 from sdft_lite.sdft import ImportanceAux, SDFTConfig, every_aux, sdft_losses
 from sdft_lite.train import ConfigError, TrainConfig, Trainer
-from sdft_lite.unet import UNetConfig, UNetModel
 from sdft_lite.weighting import weights_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
@@ -66,18 +64,9 @@ def test_the_shape_is_fixed_whatever_the_timesteps():
         ImportanceAux(0)
 
 
-def tiny_model(seed: int) -> UNetModel:
-    torch.manual_seed(seed)
-    model = UNetModel(UNetConfig.tiny()).eval()
-    for p in model.parameters():
-        if p.ndim > 1 and p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.02)
-    return model
-
-
 def test_through_sdft_losses_the_aux_term_is_the_written_out_estimator():
     """Each drawn input contributes A·g_i/m to its own sample's aux term, where g_i is the exact run's gap."""
-    student, teacher = tiny_model(0), tiny_model(1)
+    student, teacher = tiny_unet(0).eval(), tiny_unet(1).eval()
     g = torch.Generator().manual_seed(3)
     t = torch.tensor([5, 300, 420, 600, 700, 800, 900, 999])
     x0, noise = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1, torch.randn(8, 3, 32, 32, generator=g)
@@ -95,10 +84,7 @@ def test_through_sdft_losses_the_aux_term_is_the_written_out_estimator():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("aux")
-    write_random_images(root / "images", 8)
-    save_atomic(tiny_model(0).state_dict(), root / "source.pt")
-    return root
+    return write_training_files(tmp_path_factory.mktemp("aux"))
 
 
 def run_config(files, out, **changes) -> TrainConfig:

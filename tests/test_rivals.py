@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import train_with_the_package_at, write_random_images
+from helpers import tiny_unet, train_with_the_package_at, write_training_files
 from sdft_lite.adapters import LoRAConfig
-from sdft_lite.checkpoint import save_atomic
 from sdft_lite.data import ImageSet, batch_indices
 from sdft_lite.rivals import RivalConfig, build_regularizer
 from sdft_lite.rivals.ewc import EWC, diagonal_fisher
@@ -31,7 +30,6 @@ from sdft_lite.rivals.prior_preservation import PriorPreservation, source_sample
 from sdft_lite.sample import generate
 from sdft_lite.schedule import make_schedule
 from sdft_lite.train import ConfigError, TrainConfig, Trainer
-from sdft_lite.unet import UNetConfig, UNetModel
 from sdft_lite.weighting import P2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,22 +42,9 @@ WEIGHTS = {"prior": 0.5, "l2sp": 10.0, "ewc": 1e4, "pairwise": 4.0}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
-def tiny_unet(learn_sigma: bool = True, seed: int = 0) -> UNetModel:
-    """The tiny U-Net with its zero-initialised layers re-drawn, so that every weight matters."""
-    torch.manual_seed(seed)
-    model = UNetModel(UNetConfig.tiny().replace(learn_sigma=learn_sigma))
-    for p in model.parameters():
-        if p.ndim > 1 and p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.02)
-    return model
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rivals")
-    write_random_images(root / "images", 8)
-    save_atomic(tiny_unet().state_dict(), root / "source.pt")
-    return root
+    return write_training_files(tmp_path_factory.mktemp("rivals"))
 
 
 def run_config(files, out, rival=None, **changes) -> TrainConfig:

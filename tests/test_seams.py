@@ -7,25 +7,22 @@ selector changes the loss by less than its threshold times the largest squared g
 import pytest
 import torch
 
+from helpers import tiny_unet
+
 from sdft_lite.diffusion import (call_model, eps_x0_from_prediction, prediction_target, q_sample, raw_output,
                                  training_losses)
 from sdft_lite.sample import generate
 from sdft_lite.sampling import SAMPLERS, ddim_sample
 from sdft_lite.schedule import make_schedule, respace
 from sdft_lite.sdft import SDFTConfig, SkipLightAux, every_aux, sdft_losses
-from sdft_lite.unet import UNetConfig, UNetModel
+from sdft_lite.unet import UNetModel
 from sdft_lite.weighting import P2, Constant, MinSNR, parse_weighting, weighting_spec, weights_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
 
 def tiny_model(seed: int, **changes) -> UNetModel:
-    torch.manual_seed(seed)
-    model = UNetModel(UNetConfig.tiny().replace(**changes)).eval()
-    for p in model.parameters():   # re-draw the zero-initialised layers so every weight counts
-        if p.ndim > 1 and p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.02)
-    return model
+    return tiny_unet(seed, **changes).eval()
 
 
 # ---- weightings ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import write_random_images
+from helpers import write_training_files
 from sdft_lite.adapters import LoRAConfig, has_lora
-from sdft_lite.checkpoint import load_unet, save_atomic
+from sdft_lite.checkpoint import load_unet
 from sdft_lite.train import TrainConfig, Trainer, load_trained
 from sdft_lite.unet import UNetConfig, UNetModel
 
@@ -25,15 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora")
-    write_random_images(root / "images", 6)
-    torch.manual_seed(0)
-    source = UNetModel(UNetConfig.tiny())
-    for p in source.parameters():
-        if p.ndim > 1 and p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.02)
-    save_atomic(source.state_dict(), root / "source.pt")
-    return root
+    return write_training_files(tmp_path_factory.mktemp("lora"), images=6)
 
 
 def lora_config(files, out, **changes) -> TrainConfig:

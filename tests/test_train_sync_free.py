@@ -6,10 +6,8 @@ import json
 import pytest
 import torch
 
-from helpers import train_with_the_package_at, write_random_images
-from sdft_lite.checkpoint import save_atomic
+from helpers import train_with_the_package_at, write_training_files
 from sdft_lite.train import TrainConfig, Trainer
-from sdft_lite.unet import UNetConfig, UNetModel
 
 READ_EVERY_STEP = "1b56d5f"   # main before the step stopped reading its losses back
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
@@ -17,11 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syncfree")
-    write_random_images(root / "images", 8)
-    torch.manual_seed(0)
-    save_atomic(UNetModel(UNetConfig.tiny()).state_dict(), root / "source.pt")
-    return root
+    return write_training_files(tmp_path_factory.mktemp("syncfree"))
 
 
 def settings(files) -> dict:
