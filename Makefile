@@ -49,6 +49,7 @@ book: venv $(NODE_STAMP)
 	$(PY) book/tools/reproduction_table.py
 	$(PY) book/tools/synthfaces_tables.py
 	$(PY) book/tools/rivals_table.py
+	$(PY) book/tools/editing_tables.py
 	$(PY) book/tools/exercises_page.py
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) book/tools/vendor_js.py

@@ -23,6 +23,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "synthfaces/realism.pt": (
         "5f175286fe4ffacefab0c6f0dbd0e0dff7bcc8d42c73ee9c3e8d4d1620070da9",
         "SynthFaces realism feature network, 32 px, trained on an H100 and validated (instruments.json)"),
+    "synthfaces/synthclip.pt": (
+        "33e8a7da543cd4ac99831a0dc78b8ca4f5ddee8efefc61638687f755351423d1",
+        "SynthCLIP, the SynthFaces image–text model (32 px, 3,000 steps × 512), trained on an H200 by "
+        "`sdft-lite synthfaces train-synthclip` (synthclip.json beside it)"),
     "synthfaces/zoo/scratch-lam0-7dd94d6acd.pt": (
         "e4440fd5043cfa62150de87582287e23d2921e625c40023ccef7945ade065e34",
         "quick-mode model of the chapters: scratch, λ 0, weighting p2, aux True, 150 steps × 32, fp16"),

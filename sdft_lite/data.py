@@ -71,8 +71,10 @@ class ImageSet:
         return self.images.shape[0]
 
     def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Images at ``index`` as float [B, 3, S, S] in [−1, 1] on ``device``."""
-        return self.images[index.cpu()].to(device, non_blocking=True).float() / 127.5 - 1.0
+        """Images at ``index`` as float [B, 3, S, S] in [−1, 1] on ``device``. The images may live on the GPU (a
+        set held there for speed): the index follows them without waiting for the device."""
+        index = index.to(self.images.device, non_blocking=True)
+        return self.images[index].to(device, non_blocking=True).float() / 127.5 - 1.0
 
 
 def load_image_folder(root: str | Path, size: int, limit: int | None = None) -> ImageSet:

@@ -4,6 +4,10 @@ Each figure is built on a bare ``Figure`` (not through ``pyplot``), so drawing n
 window or registers the figure globally: a library call cannot change what a notebook's ``%matplotlib`` set up.
 A notebook shows a returned figure with ``display(fig)`` (or as a cell's last value); a script writes it with
 :func:`save`.
+
+One style for every figure here: :data:`STYLE` (rc parameters, applied with ``matplotlib.rc_context`` while a
+figure is built, never to the global state) and :func:`readable`, which raises any text that would be smaller
+than :data:`MIN_POINTS` when the figure is shown scaled to the book's page width (:data:`PAGE_WIDTH_INCHES`).
 """
 from __future__ import annotations
 
@@ -11,13 +15,63 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import functools
+
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from .sample import make_grid
 
 LOSS_TERMS = ("loss", "mse", "vb", "distill", "aux")
+
+# the book's page shows a figure at most ~720 CSS px wide (7.5 in at 96 px/in); a wider figure is scaled down
+PAGE_WIDTH_INCHES = 7.5
+MIN_POINTS = 9.0
+STYLE = {
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11, "axes.grid": False,
+}
+
+
+def shown_points(figure: Figure, text: Text) -> float:
+    """The size of ``text`` in points as a reader sees it: its font size, scaled down with the figure when the
+    figure is wider than the page."""
+    width = figure.get_size_inches()[0]
+    return text.get_fontsize() * min(1.0, PAGE_WIDTH_INCHES / width)
+
+
+def visible_texts(figure: Figure) -> list[Text]:
+    """Every non-empty, visible Text artist of ``figure`` (titles, labels, tick labels, legends, annotations)."""
+    return [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def readable(figure: Figure, min_points: float = MIN_POINTS) -> Figure:
+    """Raise every text of ``figure`` to at least ``min_points`` as shown at the page width (in place; the layout
+    engine makes room when the figure is drawn). Returns the figure."""
+    scale = min(1.0, PAGE_WIDTH_INCHES / figure.get_size_inches()[0])
+    for ax in figure.axes:   # tick labels are re-created when drawn: raise them through the axes' tick parameters
+        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            for which, ticks in (("major", axis.get_major_ticks()), ("minor", axis.get_minor_ticks())):
+                if ticks and ticks[0].label1.get_fontsize() * scale < min_points:
+                    ax.tick_params(axis=name, which=which, labelsize=min_points / scale)
+    for text in visible_texts(figure):
+        if text.get_fontsize() * scale < min_points:
+            text.set_fontsize(min_points / scale)
+    return figure
+
+
+def styled(builder):
+    """Build the figure under :data:`STYLE` and make its text :func:`readable` (the decorator of every builder)."""
+    @functools.wraps(builder)
+    def build(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            figure = builder(*args, **kwargs)
+            figure.draw_without_rendering()   # tick labels exist only once the figure has been laid out
+            return readable(figure)
+    return build
 
 
 def save(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -28,6 +82,7 @@ def save(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+@styled
 def loss_curves(records: Sequence[Mapping[str, float]], terms: Sequence[str] = LOSS_TERMS) -> Figure:
     """The loss terms of a training log (one dict per logged step, as in ``log.jsonl``) against the step, log y."""
     figure = Figure(figsize=(6, 3.5), layout="tight")
@@ -42,6 +97,7 @@ def loss_curves(records: Sequence[Mapping[str, float]], terms: Sequence[str] = L
     return figure
 
 
+@styled
 def column_grid(columns: Mapping[str, torch.Tensor], title: str) -> Figure:
     """One labelled column per entry; row r of every column comes from the same noise (or the same input).
     columns: name → [N, C, H, W] in [−1, 1]."""
@@ -61,6 +117,7 @@ def column_grid(columns: Mapping[str, torch.Tensor], title: str) -> Figure:
     return figure
 
 
+@styled
 def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]]],
              xlabels: Mapping[str, str], ylabel: str, title: str, colours: Mapping[str, str],
              line: Sequence[str] = (), log_x: Sequence[str] = (),
@@ -109,6 +166,7 @@ def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]
     return figure
 
 
+@styled
 def nearest_distances(panels: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], float]],
                       threshold: float, bins: int = 30) -> Figure:
     """Memorisation, one row per distance: ``panels[name] = (d1, train_nearest, ratio, share)``.
@@ -147,6 +205,8 @@ def slider_player(frames: Sequence[Figure], labels: Sequence[str], name: str, dp
         raise ValueError(f"need one label per frame, got {len(frames)} frames and {len(labels)} labels")
     uris = []
     for frame in frames:
+        frame.draw_without_rendering()
+        readable(frame)
         buffer = io.BytesIO()
         frame.savefig(buffer, format="png", dpi=dpi)
         uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())

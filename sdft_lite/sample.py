@@ -29,20 +29,30 @@ def initial_noise(indices: range, channels: int, size: int, seed: int) -> torch.
 def generate(model, num: int, image_size: int, steps: str = "ddim40", seed: int = 0, batch_size: int = 64,
              device: torch.device | str = "cpu", schedule_name: str = "linear", eta: float = 0.0,
              precision: torch.dtype = torch.float32, rederive_eps: bool = False, start: int = 0,
-             channels: int = 3, sampler: str = "ddim") -> torch.Tensor:
+             channels: int = 3, sampler: str = "ddim", compile: str | None = None,
+             cuda_graph: bool = False) -> torch.Tensor:
     """``num`` samples as float [num, C, H, W] in [−1, 1] (on CPU), by ``sampler`` ("ddim" or "ancestral") on the
     ``steps`` respacing. The network may run under bf16/fp16 autocast (``precision``); the update itself is
-    always fp32. ``eta`` and ``rederive_eps`` are DDIM's."""
+    always fp32. ``eta`` and ``rederive_eps`` are DDIM's.
+
+    The fast path (deterministic DDIM): ``compile`` = a torch.compile mode ("default", "reduce-overhead", ...)
+    compiles each step, network and update together; ``cuda_graph=True`` (CUDA) replays each step from a CUDA
+    graph (see ``sampling.ddim_sample``). Every batch size is its own compile and capture: keep ``num`` a
+    multiple of ``batch_size``."""
     model.eval()
-    schedule = respace(make_schedule(schedule_name), steps)
-    autocast = torch.autocast(torch.device(device).type, dtype=precision, enabled=precision != torch.float32)
+    schedule = respace(make_schedule(schedule_name), steps).to(device)
+    device_type, autocast = torch.device(device).type, precision != torch.float32
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if (compile or cuda_graph) and sampler != "ddim":
+        raise ValueError(f"compile and cuda_graph are for the ddim sampler, not {sampler!r}")
     options = {"eta": eta, "rederive_eps": rederive_eps} if sampler == "ddim" else {}
+    if compile or cuda_graph:
+        options.update(compile=compile, cuda_graph=cuda_graph)
 
-    def network(x, t):
-        with autocast:
-            return model(x, t).float()
+    def network(x, t):   # made of constants and the model: a compiled step is reused by the next call
+        with torch.autocast(device_type, dtype=precision, enabled=autocast, cache_enabled=False):
+            return model(x, t).float()   # no autocast cache: a weight is cast once per forward anyway
     network.prediction = prediction_of(model)
 
     out = []

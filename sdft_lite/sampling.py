@@ -55,16 +55,89 @@ def ddim_step(schedule: Schedule, model_out: torch.Tensor, x: torch.Tensor, t: t
 @torch.no_grad()
 def ddim_sample(model, x: torch.Tensor, schedule: Schedule, eta: float = 0.0, clip_denoised: bool = True,
                 rederive_eps: bool = False, start: int | None = None, generator: torch.Generator | None = None,
-                callback: Callback | None = None) -> torch.Tensor:
-    """Run DDIM from position ``start`` (default: the last, pure noise) down to 0. x: [B, C, H, W] → x_0."""
+                callback: Callback | None = None, compile: str | None = None, cuda_graph: bool = False
+                ) -> torch.Tensor:
+    """Run DDIM from position ``start`` (default: the last, pure noise) down to 0. x: [B, C, H, W] → x_0.
+
+    The loop asks nothing of the host: the schedule's tables sit on x's device (``Schedule.to``) and every step's
+    timesteps are made before it starts. ``compile`` (a ``torch.compile`` mode: "default", "reduce-overhead",
+    "max-autotune", ...) compiles the loop body, network and update together, for x's one shape; ``cuda_graph``
+    (CUDA only) captures that body, compiled or not, once in a CUDA graph and replays it every step. Both are for
+    deterministic DDIM (η = 0); in eager mode (neither) the result is the plain loop's, bit for bit."""
     start = len(schedule) - 1 if start is None else start
-    for k in range(start, -1, -1):
-        t = _positions(schedule, x, k)
-        x, pred_x0 = ddim_step(schedule, call_model(model, x, schedule, t), x, t, eta, clip_denoised,
-                               rederive_eps, generator)
+    if (compile or cuda_graph) and eta > 0:
+        raise ValueError("compile / cuda_graph run deterministic DDIM only (eta = 0): its noise draws stay eager")
+    schedule = schedule.to(x.device)
+    steps = [(k, _positions(schedule, x, k)) for k in range(start, -1, -1)]
+
+    def body(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ddim_step(schedule, call_model(model, x, schedule, t), x, t, eta, clip_denoised, rederive_eps,
+                         generator)
+    step = fast_step(body, compile, cuda_graph, x.device) if (compile or cuda_graph) else body
+    for k, t in steps:
+        x, pred_x0 = step(x, t)
         if callback is not None:
             callback(k, x, pred_x0)
-    return x
+    return x.clone() if (compile or cuda_graph) else x   # the graph's buffers stay its own
+
+
+def fast_step(body, compile: str | None, cuda_graph: bool, device: torch.device):
+    """``body(x, t) → (x_prev, pred_x0)`` compiled (``compile``: a torch.compile mode, one static shape) and/or
+    captured in a CUDA graph (``cuda_graph``). The step returned keeps the loop's contract; under "reduce-overhead"
+    (torch's CUDA-graph trees) its outputs are copied out before the next replay, as torch asks."""
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph needs a CUDA device, not {device}")
+    fn = torch.compile(body, mode=None if compile == "default" else compile, dynamic=False) if compile else body
+    if cuda_graph:
+        return GraphedStep(fn)
+    if compile != "reduce-overhead":
+        return fn
+
+    def tree_step(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.compiler.cudagraph_mark_step_begin()
+        x_prev, pred_x0 = fn(x, t)
+        return x_prev.clone(), pred_x0.clone()
+    return tree_step
+
+
+class GraphedStep:
+    """A DDIM step replayed from a ``torch.cuda.CUDAGraph``. The first call runs ``fn`` on a side stream (where it
+    compiles and cuDNN autotunes) and returns its result; the second captures ``fn`` on static buffers and replays
+    it; every later call copies t in and replays. No step is computed twice. The (x_prev, pred_x0) returned are
+    the graph's buffers, valid until the next call; x_prev is written back into the input buffer inside the
+    graph, so a loop that feeds it back copies nothing."""
+
+    def __init__(self, fn):
+        self.fn, self.warm, self.graph = fn, False, None
+
+    def _warm_up(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        side, main = torch.cuda.Stream(x.device), torch.cuda.current_stream(x.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            out = self.fn(x, t)
+        main.wait_stream(side)
+        for tensor in out:
+            tensor.record_stream(main)
+        self.warm = True
+        return out
+
+    def _capture(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        self.x, self.t = x.clone(), t.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            x_prev, self.pred_x0 = self.fn(self.x, self.t)
+            self.x.copy_(x_prev)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.warm:
+            return self._warm_up(x, t)
+        if self.graph is None:
+            self._capture(x, t)
+        if x is not self.x:
+            self.x.copy_(x)
+        self.t.copy_(t)
+        self.graph.replay()
+        return self.x, self.pred_x0
 
 
 def ddim_invert_step(schedule: Schedule, model_out: torch.Tensor, x: torch.Tensor, t: torch.Tensor,

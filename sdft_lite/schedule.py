@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -28,38 +29,38 @@ class Schedule:
     def __len__(self) -> int:
         return self.betas.shape[0]
 
-    # ---- derived quantities (cheap; recomputed on access) -------------------------------------
-    @property
+    # ---- derived quantities (computed once, on first access) --------------------------------
+    @cached_property
     def alphas(self) -> torch.Tensor:
         return 1.0 - self.betas
 
-    @property
+    @cached_property
     def alphas_cumprod(self) -> torch.Tensor:
         """ᾱ_k = ∏_{j≤k} (1 − β_j)."""
         return torch.cumprod(self.alphas, dim=0)
 
-    @property
+    @cached_property
     def alphas_cumprod_prev(self) -> torch.Tensor:
         """ᾱ_{k−1}, with ᾱ_{−1} = 1."""
         return torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
 
-    @property
+    @cached_property
     def alphas_cumprod_next(self) -> torch.Tensor:
         """ᾱ_{k+1}, with ᾱ_K = 0."""
         return torch.cat([self.alphas_cumprod[1:], torch.zeros(1, dtype=torch.float64)])
 
-    @property
+    @cached_property
     def snr(self) -> torch.Tensor:
         """SNR(t) = ᾱ_t / (1 − ᾱ_t)."""
         abar = self.alphas_cumprod
         return abar / (1.0 - abar)
 
-    @property
+    @cached_property
     def posterior_variance(self) -> torch.Tensor:
         """β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0)."""
         return self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
 
-    @property
+    @cached_property
     def posterior_log_variance_clipped(self) -> torch.Tensor:
         """log β̃_t with entry 0 (where β̃ = 0) replaced by entry 1, as guided-diffusion does."""
         var = self.posterior_variance
@@ -67,16 +68,30 @@ class Schedule:
             return torch.log(self.betas)
         return torch.log(torch.cat([var[1:2], var[1:]]))
 
-    @property
+    @cached_property
     def posterior_mean_coef_x0(self) -> torch.Tensor:
         """Coefficient of x_0 in the posterior mean: β_t √ᾱ_{t−1} / (1 − ᾱ_t)."""
         return self.betas * torch.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
 
-    @property
+    @cached_property
     def posterior_mean_coef_xt(self) -> torch.Tensor:
         """Coefficient of x_t in the posterior mean: (1 − ᾱ_{t−1}) √α_t / (1 − ᾱ_t)."""
         return (1.0 - self.alphas_cumprod_prev) * torch.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
 
+    def to(self, device: torch.device | str) -> "Schedule":
+        """This schedule with every table of :data:`TABLES` computed here (float64, on the CPU) and kept on
+        ``device``. ``extract`` then indexes them where the timesteps live: no host-to-device copy per call, and
+        on a GPU no wait (a blocking copy from host memory synchronises the stream), so a sampling or training
+        step can run ahead of the GPU or be captured in a CUDA graph. The values are the CPU tables', bit for bit."""
+        moved = Schedule(self.betas.to(device), self.timesteps.to(device), self.num_train_steps)
+        for name in TABLES:   # cached_property reads the instance dict first: fill it with the moved tables
+            moved.__dict__[name] = getattr(self, name).to(device)
+        return moved
+
+
+# the derived tables ``Schedule.to`` moves along
+TABLES = ("alphas", "alphas_cumprod", "alphas_cumprod_prev", "alphas_cumprod_next", "snr", "posterior_variance",
+          "posterior_log_variance_clipped", "posterior_mean_coef_x0", "posterior_mean_coef_xt")
 
 
 def beta_schedule(name: str, num_steps: int = 1000) -> torch.Tensor:

@@ -17,6 +17,7 @@ and reweighted, an unbiased estimate of the auxiliary term whose batch shape nev
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -131,14 +132,16 @@ class ImportanceAux:
 
 def sdft_losses(student, teacher, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,
                 noise: torch.Tensor | None = None, config: SDFTConfig = SDFTConfig(), prediction: str = "eps",
-                select_aux: AuxSelector = every_aux, generator: torch.Generator | None = None
-                ) -> dict[str, torch.Tensor]:
+                select_aux: AuxSelector = every_aux, generator: torch.Generator | None = None,
+                teacher_stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
     """Per-sample SDFT terms (Eq. 6), each [B]: ``mse``, ``vb``, ``distill``, ``aux`` (already multiplied by their
     λ) and ``loss`` = their sum. x0: [B, C, H, W] in [−1, 1]; t: [B] long positions in ``schedule``; prediction:
     what student and teacher output (ε, v or x0; the distillation compares those outputs); generator: what a
     random ``select_aux`` draws from.
 
-    The student runs once on [x_t; ε_aux] and the teacher once, under inference mode, on the same batch.
+    The student runs once on [x_t; ε_aux] and the teacher once, under inference mode, on the same batch. The
+    teacher is launched first; with ``teacher_stream`` (a CUDA stream) it runs there, alongside the student's
+    forward on the current stream, which waits for it only where the gap is computed. The values are the same.
     """
     noise = torch.randn_like(x0) if noise is None else noise
     batch, channels = x0.shape[0], x0.shape[1]
@@ -147,13 +150,13 @@ def sdft_losses(student, teacher, schedule: Schedule, x0: torch.Tensor, t: torch
         else (t[:0], noise.new_zeros(0))
     inputs, steps = torch.cat([x_t, noise[aux]]), torch.cat([t, t[aux]])
 
+    teacher_pred = launch_teacher(teacher, inputs, schedule, steps, channels, teacher_stream) \
+        if config.needs_teacher else None
     student_out = raw_output(student, inputs, schedule, steps)
     terms = diffusion_terms(schedule, student_out[:batch], x0, x_t, t, noise, config.mse_weighting, prediction)
     terms["distill"], terms["aux"] = torch.zeros_like(terms["mse"]), torch.zeros_like(terms["mse"])
     if config.needs_teacher:
-        with torch.inference_mode():
-            teacher_pred, _ = split_eps(raw_output(teacher, inputs, schedule, steps), channels)
-        teacher_pred = teacher_pred.float().clone()   # leave inference mode: a plain constant tensor
+        teacher_pred = join_teacher(teacher_pred, teacher_stream)
         student_pred, _ = split_eps(student_out, channels)
         gap = mean_flat((teacher_pred - student_pred.float()) ** 2)
         w_d = weights_at(config.distill_weighting, schedule, t)
@@ -162,3 +165,27 @@ def sdft_losses(student, teacher, schedule: Schedule, x0: torch.Tensor, t: torch
         terms["aux"] = terms["aux"].index_add(0, aux, config.lambda_aux * w_a * aux_scale * gap[batch:])
     terms["loss"] = terms["mse"] + terms["vb"] + terms["distill"] + terms["aux"]
     return terms
+
+
+def launch_teacher(teacher, inputs: torch.Tensor, schedule: Schedule, steps: torch.Tensor, channels: int,
+                   stream: "torch.cuda.Stream | None" = None) -> torch.Tensor:
+    """The frozen teacher's prediction on ``inputs`` under inference mode, launched on ``stream`` when given (after
+    the current stream's work so far, which made the inputs)."""
+    context = nullcontext()
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream(inputs.device))
+        inputs.record_stream(stream)
+        context = torch.cuda.stream(stream)
+    with context, torch.inference_mode():
+        prediction, _ = split_eps(raw_output(teacher, inputs, schedule, steps), channels)
+    return prediction
+
+
+def join_teacher(prediction: torch.Tensor, stream: "torch.cuda.Stream | None" = None) -> torch.Tensor:
+    """The teacher's prediction as a plain float32 constant (out of inference mode), on the current stream: which
+    first waits for ``stream`` when the teacher ran there."""
+    if stream is not None:
+        current = torch.cuda.current_stream(prediction.device)
+        current.wait_stream(stream)
+        prediction.record_stream(current)
+    return prediction.float().clone()

@@ -93,6 +93,7 @@ class TrainConfig:
     aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact; eager only)
     aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
     aux_samples: int = 0                      # m > 0: m aux samples drawn by weight, reweighted (unbiased; compiles)
+    teacher_stream: bool = False              # CUDA only: the teacher's forward on a side stream (same values)
     seed: int = 0
     # feedback and checkpoints
     log_every: int = 10
@@ -241,7 +242,9 @@ class Trainer:
             ckpt.find_weights(config.source_checkpoint)   # a missing source model is reported before data loading
         self.data = data if data is not None else load_image_folder(config.data_dir, config.unet.image_size,
                                                                      limit=config.num_images or None)
-        self.schedule = make_schedule(config.noise_schedule)
+        self.schedule = make_schedule(config.noise_schedule).to(self.device)   # tables on the device: no copies
+        self.teacher_stream = torch.cuda.Stream(self.device) \
+            if config.teacher_stream and self.device.type == "cuda" and config.mode == "sdft" else None
         self.select_aux = aux_selector(config)
         self._build()
         self.step = 0
@@ -366,7 +369,7 @@ class Trainer:
             with sync:
                 with autocast:
                     terms = sdft_losses(self.ddp_model, self.teacher, self.schedule, x0, t, noise, c.loss,
-                                        c.unet.prediction, self.select_aux, gen)
+                                        c.unet.prediction, self.select_aux, gen, self.teacher_stream)
                     if self.regularizer is not None:   # named terms ([B] or scalar), already weighted
                         for name, value in self.regularizer(self.model, x0, t, noise, gen, self.step, micro).items():
                             terms[name] = value

@@ -1,4 +1,4 @@
-"""The Table 2 analogue (``synthfaces.editing_eval``) and the trainer's compile switch, on tiny CPU models."""
+"""The Table 2 analogue (``experiments.editing_table``) and the trainer's compile switch, on tiny CPU models."""
 import dataclasses
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdft_lite.editing import AsyrpConfig
-from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row, edit_scores, smile_direction
+from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row, edit_scores
 from sdft_lite.unet import UNetConfig, UNetModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,28 +31,91 @@ class FixedClassifier(torch.nn.Module):
                                style=blank)
 
 
-def test_edit_scores_count_smiles_and_kept_attributes():
-    classifier = FixedClassifier()
+class FixedEncoders:
+    """A differentiable stand-in for SynthCLIP: the image embedding is (lower-half mean, upper-half mean, 1), the
+    text "a smiling face" points along the first axis, anything else along the third."""
+
+    name = "synthclip"
+
+    def encode_image(self, x):
+        lower, upper = x[:, :, x.shape[2] // 2:].mean(dim=(1, 2, 3)), x[:, :, :x.shape[2] // 2].mean(dim=(1, 2, 3))
+        return torch.stack([lower, upper, torch.ones_like(lower)], dim=1)
+
+    def encode_text(self, texts):
+        return torch.tensor([[1.0, 0.0, 0.1] if "smiling" in t else [0.0, 0.0, 1.0] for t in texts])
+
+
+def fixed_instruments():
+    from sdft_lite.experiments.editing_table import EditInstruments
+    return EditInstruments(FixedClassifier(), FixedEncoders(), realism=lambda x: x.flatten(1)[:, :4].float())
+
+
+def test_edit_scores_count_smiles_and_kept_attributes_as_the_judge_reads_them():
+    from sdft_lite.experiments.editing_table import ClassifierJudge
+    instruments = fixed_instruments()
     inputs = torch.full((4, 3, 8, 8), -0.5)
     outputs = inputs + 0.05             # every output differs a little (finite PSNR)
     outputs[:2, :, 4:] = 0.5            # two faces' lower halves brighten: "smiling", upper halves unchanged
-    scores = edit_scores(classifier, smile_direction(classifier), inputs, outputs)
+    reference = instruments.realism(torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    judge = ClassifierJudge(FixedClassifier())
+    scores = edit_scores(judge, instruments, inputs, outputs, reference)
     assert scores["smiling"] == 0.5
     assert scores["kept_skin"] == 1.0 and scores["kept_mean"] == 1.0
-    nearly_same = edit_scores(classifier, smile_direction(classifier), inputs, inputs + 0.05)
+    assert scores["s_dir_synthclip"] > 0          # the two brightened mouths move along "smiling"
+    nearly_same = edit_scores(judge, instruments, inputs, inputs + 0.05, reference)
     assert nearly_same["smiling"] == 0.0 and nearly_same["psnr_db"] > scores["psnr_db"]
 
 
-def test_asyrp_table_row_runs_end_to_end_on_a_tiny_model():
+def test_the_judge_is_never_the_instrument_that_trained_the_edit():
+    from sdft_lite.experiments.editing_table import ClassifierJudge, SynthClipJudge
+    instruments = fixed_instruments()
+    assert instruments.direction("synthclip").name == "synthclip:a face→a smiling face"
+    assert isinstance(instruments.judge_for("synthclip"), ClassifierJudge)
+    assert instruments.direction("classifier").name.startswith("classifier:expression")
+    assert isinstance(instruments.judge_for("classifier"), SynthClipJudge)
+
+
+def test_asyrp_table_row_runs_end_to_end_on_a_tiny_model(monkeypatch):
+    from sdft_lite.experiments import editing_table
+    monkeypatch.setattr(editing_table, "zero_shot_predict",    # the stand-in encoders read like the classifier
+                        lambda model, images: vars(FixedClassifier().predict(images)))
     torch.manual_seed(0)
     unet = UNetModel(UNetConfig.tiny().replace(image_size=16))
-    config = EditBenchConfig(n_train=2, n_test=3, size=16,
+    config = EditBenchConfig(n_train=2, n_test=3, size=16, num_reference=8,
                              asyrp=AsyrpConfig(steps="10", inversion_steps="10", epochs=1, batch=2))
-    row = asyrp_table_row(unet, FixedClassifier(), config, "cpu")
+    row = asyrp_table_row(unet, fixed_instruments(), config, "cpu")
     assert row["n_test"] == 3 and row["sgd_steps"] > 0
+    assert row["direction"].startswith("synthclip:") and row["judge"] == "attribute classifier"
+    assert "smiling_by_trainer" in row["edit"]     # SynthCLIP's own reading, reported beside the judge's
     for kind in ("edit", "reconstruction"):
         assert 0.0 <= row[kind]["smiling"] <= 1.0 and 0.0 <= row[kind]["kept_mean"] <= 1.0
     assert all(not p.requires_grad for p in unet.parameters())   # the U-Net stays frozen
+
+
+def test_edit_window_spans_where_the_model_decides_the_mouth():
+    from sdft_lite.experiments.editing_table import edit_window
+    curve = {0: 1.0, 100: 0.97, 200: 0.9, 300: 0.82, 400: 0.6, 500: 0.15, 600: 0.05, 800: 0.0}   # base 0
+    assert edit_window(curve) == (300, 500)
+    assert edit_window(curve, kept=0.95, lost=0.1) == (100, 600)
+    # a model that draws smiles on its own (base 0.6): decided share (s − 0.6)/0.4
+    source_like = {0: 1.0, 200: 0.96, 300: 0.94, 400: 0.7, 500: 0.62, 800: 0.6}
+    assert edit_window(source_like) == (300, 500)
+    assert edit_window({0: 0.4, 100: 0.2}) == (0, 100)   # nothing kept: the earliest window
+
+
+def test_source_bar_criteria():
+    from sdft_lite.experiments.editing_table import passes_source_bar
+    row = {"edit": {"smiling": 0.85, "kept_mean": 0.96, "psnr_db": 28.0}, "reconstruction": {"smiling": 0.0}}
+    assert all(passes_source_bar(row).values())
+    row["reconstruction"]["smiling"] = 0.05
+    assert passes_source_bar(row) == {"smiling ≥ 0.8": True, "reconstruction smiling ≤ 0.02": False,
+                                      "kept ≥ 0.95": True, "PSNR ≥ 27 dB": True}
+
+
+def test_synthfaces_smile_preset_closes_the_window_and_the_official_one_does_not():
+    smile, official = AsyrpConfig.synthfaces_smile(), AsyrpConfig.official()
+    assert (smile.t_edit, smile.t_edit_upper, smile.t_boost) == (300, 500, 100)
+    assert (official.t_edit, official.t_edit_upper, official.t_boost) == (500, 999, 200)
 
 
 def test_compile_is_cuda_only_and_makes_one_static_batch_shape(tmp_path):

@@ -30,3 +30,60 @@ def test_the_player_embeds_every_frame_and_label_and_starts_at_the_first():
 def test_one_label_per_frame():
     with pytest.raises(ValueError, match="one label per frame"):
         slider_player(frames(2), ["a"], "demo")
+
+
+# --- one style: every figure the module builds is readable at the page width, without touching global state ---
+
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from sdft_lite import figures  # noqa: E402
+
+
+def built_figures():
+    images = torch.rand(4, 3, 8, 8) * 2 - 1
+    points = {panel: {"naive": (0.3, 0.1, 0.02, 0.03), "SDFT 1": (0.5, 0.4, float("nan"), 0.05),
+                      "SDFT 10": (0.7, 0.6, 0.01, 0.02)} for panel in ("fd", "style", "keep")}
+    groups = {"naive": ("naive", "0"), "SDFT 1": ("SDFT (λ)", "1"), "SDFT 10": ("SDFT (λ)", "10")}
+    colours = {"naive": "tab:red", "SDFT 1": "tab:green", "SDFT 10": "tab:green"}
+    rng = np.random.default_rng(0)
+    yield "loss_curves", figures.loss_curves([{"step": s, "loss": 1 / s, "mse": 0.5 / s, "aux": 0.1 / s}
+                                              for s in range(1, 20)])
+    yield "column_grid", figures.column_grid({"source": images, "naive, λ = 0": images, "SDFT": images}, "grid")
+    yield "frontier", figures.frontier(points, {p: p for p in points}, "retention", "frontier", colours,
+                                       line=("naive", "SDFT 1", "SDFT 10"))
+    yield "frontier, grouped", figures.frontier(points, {p: p for p in points}, "retention", "frontier", colours,
+                                                groups=groups)
+    yield "nearest_distances", figures.nearest_distances(
+        {"pixel": (rng.random(50), rng.random(50), rng.random(50), 0.1)}, threshold=0.5)
+
+
+@pytest.mark.parametrize("name, figure", list(built_figures()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_text_is_readable_at_the_page_width(name, figure):
+    figure.draw_without_rendering()          # draws tick labels too, as a page would show them
+    sizes = {text.get_text(): figures.shown_points(figure, text) for text in figures.visible_texts(figure)}
+    assert sizes, name
+    small = {text: round(size, 1) for text, size in sizes.items() if size < figures.MIN_POINTS - 1e-6}
+    assert not small, f"{name}: text below {figures.MIN_POINTS} pt at the page width: {small}"
+
+
+def test_the_text_check_catches_tiny_text():
+    figure = Figure(figsize=(12, 3))             # wider than the page: shown at 7.5 / 12 of its size
+    ax = figure.subplots()
+    ax.set_title("tiny", fontsize=9)             # 9 pt drawn, 5.6 pt shown
+    assert min(figures.shown_points(figure, t) for t in figures.visible_texts(figure)) < figures.MIN_POINTS
+    figures.readable(figure)
+    figure.draw_without_rendering()
+    assert min(figures.shown_points(figure, t) for t in figures.visible_texts(figure)) >= figures.MIN_POINTS - 1e-6
+
+
+def test_building_figures_leaves_global_matplotlib_state_alone():
+    before = dict(matplotlib.rcParams)
+    backend = matplotlib.get_backend()
+    list(built_figures())
+    slider_player(frames(2), ["a", "b"], "demo")
+    assert dict(matplotlib.rcParams) == before and matplotlib.get_backend() == backend
+    import sys
+    if "matplotlib.pyplot" in sys.modules:      # nothing registered with pyplot's figure manager
+        assert not sys.modules["matplotlib.pyplot"].get_fignums()

@@ -1,8 +1,9 @@
 """``sdft-lite translate``, ``sdft-lite edit`` and ``sdft-lite train-dse``.
 
 translate: SDEdit / EGSDE (``--variant ddim``: the SDFT authors' DDIM-40 form; ``ancestral``: as published) or
-DDIB on a folder of source-domain images, with a target-domain model. edit: train Asyrp's Δh for a direction
-(``classifier:HEAD:SRC:TRG`` or ``clip:SRC TEXT:TRG TEXT``) and apply it. Both write ``grid*.png``, a JSON record
+DDIB on a folder of source-domain images, with a target-domain model. edit: train Asyrp's Δh for a text
+(``--text "a smiling face"``, in SynthCLIP's space or OpenAI CLIP's) or a direction (``classifier:HEAD:SRC:TRG``
+or ``clip:SRC TEXT:TRG TEXT``) and apply it. Both write ``grid*.png``, a JSON record
 and ``pairs/input`` + ``pairs/output`` (same file names) for the evaluate command.
 """
 from __future__ import annotations
@@ -43,10 +44,21 @@ def add_parser(subparsers) -> None:
 
     edit = subparsers.add_parser(
         "edit", help="Asyrp editing: train Δh for a direction, then edit an image folder",
-        description="Asyrp h-space editing. Directions: classifier:HEAD:SRC:TRG (levels by index or name, with "
-                    "--classifier) or clip:SRC TEXT:TRG TEXT (OpenAI CLIP weights on disk).")
+        description="Asyrp h-space editing, text-guided (--text 'a smiling face': SynthCLIP, the package's "
+                    "SynthFaces image–text model, or --encoder clip with OpenAI CLIP weights on disk) or along a "
+                    "direction: classifier:HEAD:SRC:TRG (levels by index or name, with --classifier) or "
+                    "clip:SRC TEXT:TRG TEXT. On 32-px SynthFaces models use the smile window: --t-edit 300 "
+                    "--t-edit-upper 500 --t-boost 100 (AsyrpConfig.synthfaces_smile).")
     edit.add_argument("--model", required=True, help="diffusion model checkpoint (kept frozen)")
-    edit.add_argument("--direction", required=True, help="classifier:expression:0:1 or 'clip:face:smiling face'")
+    what = edit.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="text-guided: the target text, e.g. 'a smiling face' (from --source-text), "
+                                     "in the space of --encoder")
+    what.add_argument("--direction", help="classifier:expression:0:1 or 'clip:face:smiling face'")
+    edit.add_argument("--source-text", default="a face", help="--text's starting point (the paper: 'face')")
+    edit.add_argument("--encoder", choices=["synthclip", "clip"], default="synthclip",
+                      help="--text's image–text model: the package's SynthCLIP (SynthFaces only) or OpenAI CLIP "
+                           "(weights on disk, --clip-model)")
+    edit.add_argument("--synthclip", help="a SynthCLIP file (default: the one the package ships)")
     edit.add_argument("--classifier", help="SynthFaces attribute classifier checkpoint (classifier directions)")
     edit.add_argument("--all-heads", action="store_true",
                       help="a classifier direction in every head's logits (the edit only in its own head): "
@@ -200,6 +212,22 @@ def parse_direction(spec: str, classifier_path: str | None, clip_model: str, dev
     raise SystemExit(f"cannot read direction {spec!r}; use classifier:HEAD:SRC:TRG or 'clip:SRC TEXT:TRG TEXT'")
 
 
+def text_direction(args: argparse.Namespace, device: torch.device):
+    """--source-text → --text in SynthCLIP's space (its own templates; unknown words named) or OpenAI CLIP's."""
+    from ..editing.directions import ClipDirection, DifferentiableClip
+
+    if args.encoder == "clip":
+        from ..metrics.clip_direction import ClipEncoders
+        return ClipDirection(args.source_text, args.text,
+                             DifferentiableClip(ClipEncoders.from_file(args.clip_model, device=device)))
+    from ..synthfaces.synthclip import SYNTHCLIP_TEMPLATES, load_synthclip, unknown_words_message
+    synthclip = load_synthclip(args.synthclip, device).requires_grad_(False)
+    unknown = unknown_words_message(synthclip, [args.source_text, args.text])
+    if unknown:
+        raise SystemExit(f"sdft-lite edit: error: {unknown}; for free text use --encoder clip (OpenAI CLIP weights)")
+    return ClipDirection(args.source_text, args.text, synthclip, templates=SYNTHCLIP_TEMPLATES)
+
+
 def run_edit(args: argparse.Namespace) -> int:
     from ..config import pick_device
     from ..data import load_image_folder
@@ -209,7 +237,8 @@ def run_edit(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     unet = _load_model(args.model, args.weights, device)
-    direction = parse_direction(args.direction, args.classifier, args.clip_model, device, args.all_heads)
+    direction = (text_direction(args, device) if args.text else
+                 parse_direction(args.direction, args.classifier, args.clip_model, device, args.all_heads))
     config = AsyrpConfig(t_edit=args.t_edit, t_edit_upper=args.t_edit_upper, t_boost=args.t_boost,
                          scale=args.scale, steps=args.steps,
                          inversion_steps=args.inversion_steps, epochs=args.epochs, lr=args.lr,

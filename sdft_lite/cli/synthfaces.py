@@ -1,7 +1,9 @@
-"""``sdft-lite synthfaces render | train-instruments | preview``: the SynthFaces dataset and its instruments.
+"""``sdft-lite synthfaces render | train-instruments | train-synthclip | preview``: the SynthFaces dataset and its
+instruments.
 
     sdft-lite synthfaces render --domain limited --n 1300 --size 32 --seed 0 data/limited32
     sdft-lite synthfaces train-instruments --size 32 --steps 3000 --out ~/.cache/sdft_lite/synthfaces
+    sdft-lite synthfaces train-synthclip --out sdft_lite/assets/synthfaces/synthclip.pt
     sdft-lite synthfaces preview --size 64 --out synthfaces.png
     sdft-lite synthfaces benchmark --preset quick --lams 1,3 --seeds 0,1 --out runs/benchmark
 """
@@ -41,6 +43,25 @@ def add_parser(subparsers) -> None:
     train.add_argument("--device", default=None)
     train.add_argument("--eval-images", type=int, default=2000, help="held-out images per set for the report")
     train.set_defaults(func=run_train_instruments)
+
+    synthclip = commands.add_parser("train-synthclip", help="train SynthCLIP, the SynthFaces image–text model",
+                                    description="Train SynthCLIP on captioned renders (a share replaced by the source "
+                                                "model's x̂_0); write PATH, PATH.json, print the zero-shot accuracy "
+                                                "and the smile-direction check.")
+    synthclip.add_argument("--out", required=True, help="the .pt to write (its report goes beside it as .json)")
+    synthclip.add_argument("--quick", action="store_true",
+                           help="the CPU preset (default: full on a GPU, quick on a CPU or with SDFT_QUICK=1)")
+    synthclip.add_argument("--steps", type=int, default=None, help="default: the preset's (3000 full, 300 quick)")
+    synthclip.add_argument("--batch", type=int, default=None, help="default: the preset's (512 full, 64 quick)")
+    synthclip.add_argument("--no-denoiser", action="store_true",
+                           help="train on renders only, without the shipped source model's x̂_0")
+    synthclip.add_argument("--seed", type=int, default=0)
+    synthclip.add_argument("--device", default=None)
+    synthclip.add_argument("--workers", type=int, default=None, help="rendering processes (default: most cores "
+                                                                     "on a GPU, none on a CPU)")
+    synthclip.add_argument("--eval-images", type=int, default=2000, help="held-out images per set for the report")
+    synthclip.add_argument("--pairs", type=int, default=200, help="face pairs per kind for the direction check")
+    synthclip.set_defaults(func=run_train_synthclip)
 
     source = commands.add_parser("train-source", help="train the source model on photo faces (use a GPU)")
     source.add_argument("--out", required=True, help="the compact checkpoint to write (fp16 EMA weights)")
@@ -128,6 +149,29 @@ def run_train_instruments(args: argparse.Namespace) -> int:
                       "classifier_features_passed": contrast["passed"]}, indent=2))
     print(f"saved {out / 'classifier.pt'}, {out / REALISM_FILE}, {out / 'instruments.json'}")
     return 0 if realism_report["validation"]["passed_all"] else 3
+
+
+def run_train_synthclip(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..config import quick_mode
+    from ..synthfaces.synthclip import SynthClipConfig, format_report, save_synthclip, train_synthclip
+    device = pick_device(args.device)
+    quick = args.quick or device.type != "cuda" or quick_mode()
+    config = SynthClipConfig.quick() if quick else SynthClipConfig.full()
+    changes = {"steps": args.steps, "batch": args.batch, "seed": args.seed}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+    unet = None
+    if not args.no_denoiser:
+        from ..experiments.zoo import source_model
+        unet = source_model()
+    model, report = train_synthclip(config, device, unet, args.eval_images, args.pairs, args.workers)
+    out = save_synthclip(model, Path(args.out).expanduser())
+    report["preset"] = "quick" if quick else "full"
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"saved {out} and {out.with_suffix('.json')}")
+    return 0
 
 
 def run_train_source(args: argparse.Namespace) -> int:

@@ -54,6 +54,8 @@ TRAIN_HELP = {
     "aux_bucket": "round the kept auxiliary samples up to a multiple of this (fewer batch shapes)",
     "aux_samples": "compute this many auxiliary samples per micro-batch, drawn by weight and reweighted (an "
                    "unbiased estimate of the aux term with one batch shape, so it compiles; 0 = every sample)",
+    "teacher_stream": "CUDA: run the teacher's forward on a side stream, beside the student's (same values; "
+                      "bench/bench_speed.py measures whether it is faster)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
     "save_every": "checkpoint every N steps (and at the end)",

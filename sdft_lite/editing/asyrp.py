@@ -89,6 +89,21 @@ class AsyrpConfig:
     lambda_l1: float = 3.0
     batch: int = 1
 
+    @classmethod
+    def official(cls) -> "AsyrpConfig":
+        """Asyrp's own FFHQ-256 recipe: Δh on every step from t_edit = 500 up to 999, boosting below 200."""
+        return cls()
+
+    @classmethod
+    def synthfaces_smile(cls, steps: str = "40", epochs: int = 5, batch: int = 4) -> "AsyrpConfig":
+        """The smile edit on 32-px SynthFaces models: Δh only in the window 300 ≤ t ≤ 500, boosting below 100.
+
+        At 32 px the mouth is a few pixels wide and is decided between t ≈ 200 and 500 (the smile-survival
+        curve, ``experiments.editing_table.smile_survival``); above ~600 P_t is a blur and Δh learns colour.
+        Batch 4 instead of Asyrp's 1: a 32-px model leaves a GPU idle at batch 1."""
+        return cls(t_edit=300, t_edit_upper=500, t_boost=100, steps=steps, inversion_steps=steps, epochs=epochs,
+                   batch=batch)
+
 
 def in_edit_interval(config: AsyrpConfig, timestep: int) -> bool:
     """Whether Δh acts at this original timestep."""

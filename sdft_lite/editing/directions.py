@@ -6,7 +6,8 @@ the source image to the edited one:
 
   L_dir(x_src, x_edit) = 1 − cos(ΔI, ΔT),   ΔI = n(n(E(x_edit)) − n(E(x_src)))   (n = L2 normalisation)
 
-* :class:`ClipDirection`: E = CLIP's image encoder, ΔT = the template-averaged text direction (the formula of
+* :class:`ClipDirection`: E = CLIP's image encoder (or SynthCLIP's, ``sdft_lite.synthfaces.synthclip``, whose
+  directions are named "synthclip:…", never "clip:…"), ΔT = the template-averaged text direction (the formula of
   :mod:`sdft_lite.metrics.clip_direction`, reused here with gradients). ``l1_factor`` = cos(E_T(src), E_T(trg)),
   the factor Asyrp multiplies λ_L1 by.
 * :class:`ClassifierDirection`: E = one head's *centred* logits (logits minus their mean, which removes the
@@ -80,7 +81,7 @@ class ClipDirection(Direction):
                 "sdft_lite.editing.directions.DifferentiableClip(ClipEncoders.from_file('ViT-B/32'))",
                 "~/.cache/clip/ViT-B-32.pt (OpenAI clip's cache), or pass any object with encode_image/encode_text")
         self.clip_model, self.src_text, self.trg_text = clip_model, src_text, trg_text
-        self.name = f"clip:{src_text}→{trg_text}"
+        self.name = f"{encoder_kind(clip_model)}:{src_text}→{trg_text}"
         with torch.no_grad():
             self.text_direction = text_direction(clip_model.encode_text, src_text, trg_text, templates).float()
             plain = F.normalize(clip_model.encode_text([src_text, trg_text]).double(), dim=-1)
@@ -94,6 +95,11 @@ class ClipDirection(Direction):
                                "torch.no_grad?); Asyrp training needs a differentiable encoder, e.g. "
                                "DifferentiableClip(ClipEncoders.from_file(...))")
         return result.to(x_edit.dtype)
+
+
+def encoder_kind(encoders) -> str:
+    """"synthclip" for the package's SynthFaces image–text model, "clip" for anything else (OpenAI CLIP)."""
+    return "synthclip" if getattr(encoders, "name", "") == "synthclip" else "clip"
 
 
 class DifferentiableClip:

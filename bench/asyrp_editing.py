@@ -1,0 +1,224 @@
+"""Asyrp's smile edit on SynthFaces, judged honestly (``experiments.editing_table``), in three parts (GPU):
+
+1. ``survival``: how long each model keeps a smile it is handed (the curve the edit window comes from).
+2. ``bar``: the edit on the SOURCE model (neutral photos; the photo domain has smiles), each direction (SynthCLIP
+   text, classifier all heads) × each window × seeds, each judged by the other instrument, against the bar:
+   smiling ≥ 0.8, reconstruction smiling ≤ 0.02, attributes kept ≥ 0.95, PSNR ≥ 27 dB.
+3. ``table``: the paper's Table 2 analogue — naive and SDFT (λ = 0.1, 1, 3, 10) fine-tuned models edit held-out
+   neutral limited-target portraits with the window that passed the bar, both directions, seeds.
+
+    python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
+    python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
+
+Each job runs in its own process (``--workers`` at a time); ``editing.json`` is rewritten as jobs finish, so a
+time-out keeps what ended.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sdft_lite.config import hardware, pick_device  # noqa: E402
+from sdft_lite.experiments.editing_table import (EditBenchConfig, passes_source_bar, smile_survival,  # noqa: E402
+                                                 smiling_faces, with_window)
+from sdft_lite.sdft import SDFTConfig  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
+
+WINDOWS = ((300, 500), (200, 500), (300, 600))
+TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10")
+QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
+SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def model_config(label: str, seed: int, quick: bool) -> TrainConfig | None:
+    """The zoo config of a model label ("source" → None: the shipped source model)."""
+    if label == "source":
+        return None
+    preset = TrainConfig.synthfaces_quick if quick else TrainConfig.synthfaces_full
+    if label == "naive":
+        return preset(mode="naive", loss=SDFTConfig.naive(), seed=0 if quick else seed)
+    lam = float(label.split("=")[1])
+    return preset(mode="sdft", loss=SDFTConfig.symmetric(lam), seed=0 if quick else seed)
+
+
+def load_model(label: str, seed: int, quick: bool, device: str):
+    from sdft_lite.experiments.zoo import finetuned, source_model
+    config = model_config(label, seed, quick)
+    return (source_model() if config is None else finetuned(config, device=device)).to(device).eval()
+
+
+def load_instruments(device: str, synthclip_path: str | None):
+    from sdft_lite.assets import asset_path
+    from sdft_lite.experiments.editing_table import EditInstruments
+    from sdft_lite.synthfaces import load_classifier
+    from sdft_lite.synthfaces.realism import load_feature_extractor
+    from sdft_lite.synthfaces.synthclip import load_synthclip
+    classifier = load_classifier(asset_path("synthfaces/classifier.pt"), device).requires_grad_(False)
+    synthclip = load_synthclip(synthclip_path, device).requires_grad_(False)
+    return EditInstruments(classifier, synthclip, load_feature_extractor(asset_path("synthfaces/realism.pt"), device))
+
+
+def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -> dict:
+    """One Asyrp run: {part, model, seed, config} → the job plus ``asyrp_table_row``'s scores."""
+    from sdft_lite.experiments.editing_table import asyrp_table_row
+    torch.set_num_threads(threads)
+    instruments = load_instruments(device, synthclip_path)
+    unet = load_model(job["model"], job["seed"], job["quick"], device)
+    row = asyrp_table_row(unet, instruments, job["config"], device)
+    window = (job["config"].asyrp.t_edit, job["config"].asyrp.t_edit_upper)
+    return {"part": job["part"], "model": job["model"], "seed": job["seed"], "window": window,
+            "direction_kind": job["config"].direction, **row}
+
+
+def run_jobs(jobs: list[dict], args, write) -> list[dict]:
+    rows = []
+    if args.workers <= 1:
+        for job in jobs:
+            rows.append(edit_job(job, args.device, args.synthclip, 2))
+            write(rows)
+        return rows
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(edit_job, job, args.device, args.synthclip, 1) for job in jobs]
+        for future in as_completed(futures):
+            rows.append(future.result())
+            row = rows[-1]
+            print(f"{row['part']} {row['model']} seed {row['seed']} {row['direction_kind']} window {row['window']}: "
+                  f"smiling {row['edit']['smiling']:.3f} (recon {row['reconstruction']['smiling']:.3f}) kept "
+                  f"{row['edit']['kept_mean']:.3f} PSNR {row['edit']['psnr_db']:.1f}", flush=True)
+            write(rows)
+    return rows
+
+
+def survival_curves(args, models: list[str]) -> dict:
+    from sdft_lite.assets import asset_path
+    from sdft_lite.synthfaces import load_classifier
+    classifier = load_classifier(asset_path("synthfaces/classifier.pt"), args.device)
+    curves = {}
+    for label in models:
+        style = "photo" if label == "source" else "portrait"
+        faces = smiling_faces(args.survival_n, 32, style).to(args.device)
+        unet = load_model(label, 0, args.quick, args.device)
+        curves[label] = smile_survival(unet, classifier, faces, SURVIVAL_T, "20" if args.quick else "40")
+        print(f"survival {label}: {curves[label]}", flush=True)
+    return curves
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean ± sd over seeds per (part, model, direction, window)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["part"], row["model"], row["direction_kind"], tuple(row["window"])), []).append(row)
+    summary = []
+    order = {model: i for i, model in enumerate(("source", *TABLE_MODELS))}
+    for (part, model, kind, window), runs in sorted(groups.items(), key=lambda item: (item[0][0], item[0][2],
+                                                                                      order.get(item[0][1], 99),
+                                                                                      item[0][3])):
+        entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
+                 "judge": runs[0]["judge"]}
+        for kind_ in ("edit", "reconstruction"):
+            for metric in runs[0][kind_]:
+                values = np.array([r[kind_][metric] for r in runs], dtype=float)
+                entry[f"{kind_}_{metric}"] = {"mean": float(values.mean()), "n": len(values),
+                                              "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        if part == "bar":
+            means = {k: {"smiling": entry[f"{k}_smiling"]["mean"], "kept_mean": entry[f"{k}_kept_mean"]["mean"],
+                         "psnr_db": entry[f"{k}_psnr_db"]["mean"]} for k in ("edit", "reconstruction")}
+            entry["bar"] = passes_source_bar(means)
+        summary.append(entry)
+    return summary
+
+
+def chosen_window(summary: list[dict], kind: str) -> tuple[int, int] | None:
+    """The bar's window for a direction: the one passing every criterion with the most smiles."""
+    passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())]
+    if not passing:
+        return None
+    return tuple(max(passing, key=lambda e: e["edit_smiling"]["mean"])["window"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--parts", default="survival,bar,table")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--synthclip", default=None, help="a SynthCLIP file (default: the shipped one)")
+    parser.add_argument("--windows", default=";".join(f"{a},{b}" for a, b in WINDOWS),
+                        help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'")
+    parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
+    parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
+    parser.add_argument("--survival-n", type=int, default=500)
+    args = parser.parse_args()
+    args.device = str(pick_device())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    parts = args.parts.split(",")
+    windows = [tuple(int(t) for t in pair.split(",")) for pair in args.windows.split(";")]
+    base = EditBenchConfig.quick() if args.quick else EditBenchConfig()
+    started = time.perf_counter()
+    result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
+              "config": {"n_train": base.n_train, "n_test": base.n_test, "asyrp": dataclasses.asdict(base.asyrp)}}
+    rows: list[dict] = []
+
+    def write(new_rows: list[dict] | None = None) -> None:
+        result["rows"] = rows + (new_rows or [])
+        result["summary"] = summarize(result["rows"])
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        (out / "editing.json").write_text(json.dumps(result, indent=1, default=float))
+
+    table_models = QUICK_MODELS if args.quick else TABLE_MODELS
+    if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
+        from sdft_lite.experiments.zoo import finetune_many
+        timer = time.perf_counter()
+        trained = finetune_many([model_config(m, s, args.quick) for m in table_models for s in seeds],
+                                workers=args.workers, device=args.device)
+        result["finetuning"] = {"trained": len(trained), "seconds": round(time.perf_counter() - timer, 1)}
+        write()
+        print(f"fine-tuned {len(trained)} models in {time.perf_counter() - timer:.0f} s", flush=True)
+    if "survival" in parts:
+        result["survival"] = survival_curves(args, ["source", *table_models])
+        write()
+    if "bar" in parts:
+        jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick,
+                 "config": with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed), window)}
+                for window in windows for kind in ("synthclip", "classifier") for seed in seeds]
+        rows += run_jobs(jobs, args, write)
+        write()
+    if "table" in parts:
+        summary = summarize(rows)
+        fallback = tuple(int(t) for t in args.window.split(","))
+        windows = {kind: chosen_window(summary, kind) or fallback for kind in ("synthclip", "classifier")}
+        result["table_windows"] = {k: list(v) for k, v in windows.items()}
+        jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
+                 "config": with_window(dataclasses.replace(base, faces="limited", direction=kind, seed=seed),
+                                       windows[kind])}
+                for model in table_models for kind in ("synthclip", "classifier") for seed in seeds]
+        rows += run_jobs(jobs, args, write)
+        write()
+    print(f"done in {time.perf_counter() - started:.0f} s on {hardware()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
