@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +44,9 @@ SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
 
 
 def commit() -> str:
+    """The code's commit: $SDFT_LITE_COMMIT when set (a device copy of the tree may carry a stale .git), else git's."""
+    if os.environ.get("SDFT_LITE_COMMIT"):
+        return os.environ["SDFT_LITE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
@@ -166,6 +170,9 @@ def main() -> int:
     parser.add_argument("--windows", default=";".join(f"{a},{b}" for a, b in WINDOWS),
                         help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'")
     parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
+    parser.add_argument("--directions", default="synthclip,classifier", help="which directions the table edits with")
+    parser.add_argument("--previous", help="an earlier editing.json whose survival curves and rows this run keeps "
+                                           "(e.g. the bar, then the table in a second GPU call)")
     parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
     parser.add_argument("--survival-n", type=int, default=500)
     args = parser.parse_args()
@@ -180,6 +187,12 @@ def main() -> int:
     result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
               "config": {"n_train": base.n_train, "n_test": base.n_test, "asyrp": dataclasses.asdict(base.asyrp)}}
     rows: list[dict] = []
+    if args.previous:
+        previous = json.loads(Path(args.previous).read_text())
+        rows += previous["rows"]
+        result["survival"] = previous.get("survival", {})
+        result["previous"] = {k: previous[k] for k in ("command", "commit", "device", "wall_seconds", "finetuning")
+                              if k in previous}
 
     def write(new_rows: list[dict] | None = None) -> None:
         result["rows"] = rows + (new_rows or [])
@@ -208,12 +221,13 @@ def main() -> int:
     if "table" in parts:
         summary = summarize(rows)
         fallback = tuple(int(t) for t in args.window.split(","))
-        windows = {kind: chosen_window(summary, kind) or fallback for kind in ("synthclip", "classifier")}
+        kinds = args.directions.split(",")
+        windows = {kind: chosen_window(summary, kind) or fallback for kind in kinds}
         result["table_windows"] = {k: list(v) for k, v in windows.items()}
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
                  "config": with_window(dataclasses.replace(base, faces="limited", direction=kind, seed=seed),
                                        windows[kind])}
-                for model in table_models for kind in ("synthclip", "classifier") for seed in seeds]
+                for model in table_models for kind in kinds for seed in seeds]
         rows += run_jobs(jobs, args, write)
         write()
     print(f"done in {time.perf_counter() - started:.0f} s on {hardware()}", flush=True)

@@ -16,9 +16,8 @@ them at once (a 1.4M-parameter model leaves an H100 mostly idle). Then:
    portrait-style rate, realism.
 4. Table 3's distance: source vs fine-tuned samples from the same noise, in pixels and in the realism net's
    feature space (the "LPIPS-style" distance; LPIPS' own weights cannot be downloaded here).
-5. Table 2 analogue: Asyrp (neutral → smiling, the attribute classifier's direction) with naive and SDFT
-   (λ = 0.1 and 1) models, every seed: edit success, attributes kept, S_dir (``synthfaces.editing_eval``),
-   ``--workers`` edits at once.
+The Table 2 analogue (Asyrp editing, judged by the instrument that did not train the edit) has its own script,
+``bench/asyrp_editing.py``.
 
 Each part writes its JSON (command, commit, device, wall time) as soon as it ends.
 """
@@ -45,7 +44,6 @@ from sdft_lite.metrics.fidelity import compute_fidelity  # noqa: E402
 from sdft_lite.synthfaces import DomainSpec, write_domain  # noqa: E402
 from sdft_lite.experiments.benchmark import (ABSENT, BenchmarkConfig, Evaluator, Instruments,  # noqa: E402
                                             prepare_data, retention, run_benchmark, sdft_label, summarize)
-from sdft_lite.experiments.editing_table import EditBenchConfig, asyrp_table_row  # noqa: E402
 from sdft_lite.experiments.zoo import finetune_many, finetuned, source_model  # noqa: E402
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
@@ -206,54 +204,13 @@ def pair_distances(evaluator, instruments, source: torch.Tensor, specs, out_dir:
     return payload
 
 
-def flatten(row: dict) -> dict:
-    """{"edit": {"smiling": ..}, "reconstruction": {..}, ...} → {"edit_smiling": .., ...} (numbers only)."""
-    flat = {}
-    for kind in ("edit", "reconstruction"):
-        flat.update({f"{kind}_{k}": v for k, v in row[kind].items()})
-    return {**flat, "final_directional": row["final_directional"], "train_seconds": row["train_seconds"]}
-
-
-def _edit_worker(spec: TrainConfig, config: EditBenchConfig, device: str, threads: int) -> dict:
-    from sdft_lite.assets import asset_path
-    from sdft_lite.synthfaces import load_classifier
-    torch.set_num_threads(threads)
-    classifier = load_classifier(asset_path("synthfaces/classifier.pt"), device).requires_grad_(False)
-    return asyrp_table_row(finetuned(spec), classifier, config, device)
-
-
-def editing_table(specs, config: EditBenchConfig, workers: int, device, out_dir: Path, started: float) -> dict:
-    """Asyrp with every model of ``specs`` (``workers`` at a time, each in its own process)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    threads = max(1, (torch.get_num_threads() or 1) // max(workers, 1))
-    jobs = list(specs.items())
-    if workers <= 1:
-        rows = [_edit_worker(spec, config, str(device), threads) for _, spec in jobs]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_edit_worker, [s for _, s in jobs], [config] * len(jobs),
-                                 [str(device)] * len(jobs), [threads] * len(jobs)))
-    per_run = {}
-    for ((label, seed), _), row in zip(jobs, rows):
-        per_run.setdefault(label, []).append({"seed": seed, **flatten(row)})
-    summary = {label: summarize([{k: v for k, v in r.items() if k != "seed"} for r in runs])
-               for label, runs in per_run.items()}
-    payload = {"experiment": "Table 2 analogue: Asyrp editing of held-out neutral portraits (neutral -> smiling)",
-               "direction": rows[0]["direction"], "n_train": config.n_train, "n_test": config.n_test,
-               "asyrp": dataclasses.asdict(config.asyrp), "summary": summary, "per_run": per_run,
-               **provenance(started)}
-    write_json(out_dir / "editing.json", payload)
-    return payload
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--dse-steps", type=int, default=3000)
-    parser.add_argument("--parts", default="benchmark,forgetting,translation,distance,editing")
+    parser.add_argument("--parts", default="benchmark,forgetting,translation,distance")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, for a CPU check of this script")
     args = parser.parse_args()
     started, out_dir, device = time.perf_counter(), Path(args.out), pick_device()
@@ -297,11 +254,6 @@ def main() -> int:
     if "distance" in parts:
         train("distance", list(translate.values()))
         pair_distances(evaluator, instruments, source_samples, translate, out_dir, started)
-    if "editing" in parts:
-        edit_specs = {key: spec for key, spec in translate.items() if key[0] != "scratch"}
-        train("editing", list(edit_specs.values()))
-        edit_config = EditBenchConfig.quick() if args.smoke else EditBenchConfig()
-        editing_table(edit_specs, edit_config, args.workers, device, out_dir, started)
     print(f"all parts done in {time.perf_counter() - started:.0f} s on {hardware()}", flush=True)
     return 0
 

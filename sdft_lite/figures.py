@@ -11,11 +11,10 @@ than :data:`MIN_POINTS` when the figure is shown scaled to the book's page width
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
-
-import functools
 
 import matplotlib
 import numpy as np

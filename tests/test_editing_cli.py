@@ -127,3 +127,29 @@ def test_edit_with_clip_needs_its_weights(files, monkeypatch, tmp_path):
     with pytest.raises(MissingWeightsError):
         run(["edit", "--model", files["target"], "--direction", "clip:face:smiling face",
              "--input", files["photos"], "--out", str(tmp_path / "out")])
+
+
+def test_edit_guided_by_text_with_synthclip(files, capsys):
+    """`--text` trains Δh on SynthCLIP's "a face" → "a smiling face" (the shipped model) and names it so."""
+    out = files["root"] / "edit_text"
+    flags = ["--model", files["target"], "--text", "a smiling face", "--input", files["photos"], "--steps", "10",
+             "--inversion-steps", "10", "--epochs", "1", "--lr", "0.05", "--n-train", "2", "--batch", "2",
+             "--t-edit", "300", "--t-edit-upper", "500", "--t-boost", "100"]
+    assert run(["edit", *flags, "--out", str(out)]) == 0
+    assert "edit [synthclip:a face→a smiling face]" in capsys.readouterr().out
+    info = json.loads((out / "edit_synthclip-a-face-a-smiling-face.json").read_text())
+    assert info["direction"] == "synthclip:a face→a smiling face"
+    assert (info["config"]["t_edit"], info["config"]["t_edit_upper"]) == (300, 500)
+    check_pairs(out, 3)
+
+
+def test_edit_text_outside_synthclips_vocabulary_is_one_clear_error(files, tmp_path):
+    with pytest.raises(SystemExit, match="SynthCLIP does not know the words: astronaut"):
+        run(["edit", "--model", files["target"], "--text", "a smiling astronaut", "--input", files["photos"],
+             "--out", str(tmp_path / "out")])
+
+
+def test_edit_needs_a_text_or_a_direction(files, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(["edit", "--model", files["target"], "--input", files["photos"], "--out", str(tmp_path / "out")])
+    assert "one of the arguments --text --direction is required" in capsys.readouterr().err

@@ -166,6 +166,40 @@ def test_rivals_table_rows_come_from_the_summary_with_their_knobs():
     assert rivals_table.with_readme_block(readme, "NEW") == "intro\nNEW\nrest\n"
 
 
+# ---------------------------------------------------------------- editing_tables
+
+editing_tables = load_tool("editing_tables")
+
+
+def editing_entry(part, model, kind, smiling, recon, seeds=3, sd=0.01):
+    stats = lambda mean: {"mean": mean, "sd": sd, "n": seeds}   # noqa: E731
+    entry = {"part": part, "model": model, "direction_kind": kind, "window": [300, 500], "seeds": seeds,
+             "edit_smiling": stats(smiling), "reconstruction_smiling": stats(recon)}
+    for name in ("kept_mean", "psnr_db", "s_dir_synthclip", "realism_fd"):
+        entry[f"edit_{name}"] = stats(0.5)
+    return entry
+
+
+def test_editing_verdict_is_computed_from_the_seeds():
+    summary = [editing_entry("table", "naive", "synthclip", 0.02, 0.0),
+               editing_entry("table", "SDFT λ=3", "synthclip", 0.40, 0.0),
+               editing_entry("table", "SDFT λ=0.1", "synthclip", 0.03, 0.0)]
+    words = editing_tables.verdict(summary, "synthclip")
+    assert "SDFT λ=3 +0.40 — more than naive" in words and "SDFT λ=0.1 +0.03 — no more than naive" in words
+    lines = editing_tables.table2(summary, "synthclip")
+    assert lines[2].startswith("| naive | +0.02 ± 0.01 | 0.02 ± 0.01 |")
+
+
+def test_editing_tables_page_is_the_one_the_stored_results_give():
+    if not editing_tables.RESULTS.is_file():
+        assert "Not yet run" in editing_tables.OUTPUT.read_text(encoding="utf-8")
+        return
+    import json
+    result = json.loads(editing_tables.RESULTS.read_text(encoding="utf-8"))
+    assert editing_tables.OUTPUT.read_text(encoding="utf-8") == editing_tables.render(result), \
+        "book/generated/editing_tables.md is stale: run python book/tools/editing_tables.py"
+
+
 # ---------------------------------------------------------------- execute_notebooks
 
 def test_consecutive_pieces_of_one_stream_are_joined_and_others_kept():
