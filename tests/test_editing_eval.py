@@ -81,7 +81,7 @@ def test_asyrp_table_row_runs_end_to_end_on_a_tiny_model(monkeypatch):
                         lambda model, images: vars(FixedClassifier().predict(images)))
     torch.manual_seed(0)
     unet = UNetModel(UNetConfig.tiny().replace(image_size=16))
-    config = EditBenchConfig(n_train=2, n_test=3, size=16, num_reference=8,
+    config = EditBenchConfig(n_train=2, n_test=3, size=16, num_reference=8, direction="synthclip",
                              asyrp=AsyrpConfig(steps="10", inversion_steps="10", epochs=1, batch=2))
     row = asyrp_table_row(unet, fixed_instruments(), config, "cpu")
     assert row["n_test"] == 3 and row["sgd_steps"] > 0
@@ -114,7 +114,7 @@ def test_source_bar_criteria():
 
 def test_synthfaces_smile_preset_closes_the_window_and_the_official_one_does_not():
     smile, official = AsyrpConfig.synthfaces_smile(), AsyrpConfig.official()
-    assert (smile.t_edit, smile.t_edit_upper, smile.t_boost) == (300, 500, 100)
+    assert (smile.t_edit, smile.t_edit_upper, smile.t_boost) == (200, 500, 100)
     assert (official.t_edit, official.t_edit_upper, official.t_boost) == (500, 999, 200)
 
 

@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
         description="Asyrp h-space editing, text-guided (--text 'a smiling face': SynthCLIP, the package's "
                     "SynthFaces image–text model, or --encoder clip with OpenAI CLIP weights on disk) or along a "
                     "direction: classifier:HEAD:SRC:TRG (levels by index or name, with --classifier) or "
-                    "clip:SRC TEXT:TRG TEXT. On 32-px SynthFaces models use the smile window: --t-edit 300 "
+                    "clip:SRC TEXT:TRG TEXT. On 32-px SynthFaces models use the smile window: --t-edit 200 "
                     "--t-edit-upper 500 --t-boost 100 (AsyrpConfig.synthfaces_smile).")
     edit.add_argument("--model", required=True, help="diffusion model checkpoint (kept frozen)")
     what = edit.add_mutually_exclusive_group(required=True)

@@ -54,7 +54,7 @@ class EditBenchConfig:
     n_test: int = 500
     size: int = 32
     faces: str = "limited"
-    direction: str = "synthclip"
+    direction: str = "classifier"   # the measured-best direction; "synthclip" is the paper's (text-guided) setting
     asyrp: AsyrpConfig = field(default_factory=AsyrpConfig.synthfaces_smile)
     num_reference: int = 1000   # renders of the faces' domain for the realism score
     seed: int = 0               # Δh's initialisation and the boosting noise

@@ -175,7 +175,7 @@ def editing_entry(part, model, kind, smiling, recon, seeds=3, sd=0.01):
     stats = lambda mean: {"mean": mean, "sd": sd, "n": seeds}   # noqa: E731
     entry = {"part": part, "model": model, "direction_kind": kind, "window": [300, 500], "seeds": seeds,
              "edit_smiling": stats(smiling), "reconstruction_smiling": stats(recon)}
-    for name in ("kept_mean", "psnr_db", "s_dir_synthclip", "realism_fd"):
+    for name in ("kept_mean", "psnr_db", "s_dir_synthclip", "realism_fd", "smiling_by_trainer"):
         entry[f"edit_{name}"] = stats(0.5)
     return entry
 
@@ -187,7 +187,10 @@ def test_editing_verdict_is_computed_from_the_seeds():
     words = editing_tables.verdict(summary, "synthclip")
     assert "SDFT λ=3 +0.40 — more than naive" in words and "SDFT λ=0.1 +0.03 — no more than naive" in words
     lines = editing_tables.table2(summary, "synthclip")
-    assert lines[2].startswith("| naive | +0.02 ± 0.01 | 0.02 ± 0.01 |")
+    assert lines[2].startswith("| naive | +0.020 ± 0.014 | 0.020 ± 0.010 |")
+    failed = [editing_entry("table", model, "classifier", 0.001, 0.0) for model in ("naive", "SDFT λ=10")]
+    assert editing_tables.verdict(failed, "classifier").startswith("**No fine-tuned model's edit makes the portraits "
+                                                                   "smile** (at most 0.001")
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
