@@ -55,7 +55,7 @@ book: venv $(NODE_STAMP)
 	$(PY) book/tools/vendor_js.py
 
 test-book: book chromium
-	SDFT_BOOK_SITE_REQUIRED=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/book/test_site.py
+	SDFT_BOOK_SITE_REQUIRED=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/book/test_site.py tests/book/test_long_lines.py
 
 clean:
 	rm -rf _build runs .pytest_cache

@@ -9,6 +9,7 @@ Needs `_build/html` for the page tests (skipped without it, like test_site.py); 
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -109,7 +110,10 @@ def built_pages() -> list[Path]:
 @pytest.fixture(scope="module")
 def site_pages():
     if not (check_site.SITE / "index.html").is_file():
-        pytest.skip(f"{check_site.SITE} is not built: run `make book` first")
+        message = f"{check_site.SITE} is not built: run `make book` first"
+        if os.environ.get("SDFT_BOOK_SITE_REQUIRED") == "1":   # `make test-book`: the built book must be checked
+            pytest.fail(message)
+        pytest.skip(message)
     return [(page, page.read_text(encoding="utf-8"), page_css(page)) for page in built_pages()]
 
 
