@@ -77,11 +77,15 @@ class AttributeClassifier(nn.Module):
                              for name, parts in predictions.items()})
 
 
-def two_style_renders(indices: np.ndarray, size: int, seed: int, stream: str) -> tuple[np.ndarray, FaceLabels]:
-    """Faces ``indices`` of a stream, even positions as photos and odd as portraits. Images: [N, 3, H, W] in [0, 1]."""
-    photos, photo_labels = render_floats(indices[0::2], "photo", size, seed, stream)
-    portraits, portrait_labels = render_floats(indices[1::2], "portrait", size, seed, stream)
-    return np.concatenate([photos, portraits]), FaceLabels.concat([photo_labels, portrait_labels])
+def two_style_renders(indices: np.ndarray, size: int, seed: int, stream: str,
+                      fixed: dict | None = None) -> tuple[np.ndarray, FaceLabels]:
+    """Faces ``indices``, even positions as photos then odd ones as portraits; ``fixed`` as ``render_floats``
+    takes it (arrays are per position of ``indices``). Images: [N, 3, H, W] in [0, 1]."""
+    parts = []
+    for style, positions in (("photo", slice(0, None, 2)), ("portrait", slice(1, None, 2))):
+        part_fixed = {k: (np.asarray(v)[positions] if np.ndim(v) else v) for k, v in (fixed or {}).items()}
+        parts.append(render_floats(indices[positions], style, size, seed, stream, fixed=part_fixed))
+    return np.concatenate([p[0] for p in parts]), FaceLabels.concat([p[1] for p in parts])
 
 
 def classifier_batch(step: int, config: ClassifierConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,9 +36,10 @@ from ..metrics.clip_direction import image_direction, text_direction
 from ..schedule import Schedule, make_schedule
 from .attributes import ATTRIBUTES, NUM_LEVELS, FaceLabels
 from .captions import EOS, PAD, SYNTHCLIP_TEMPLATES, Tokenizer, captions_of, compatibility, level_prompts
+from .classifier import two_style_renders
 from .degrade import random_degradation
 from .nets import ConvNet, as_model_input, default_workers, rendered_batches, step_rng
-from .renderer import render_floats, to_tensor
+from .renderer import to_tensor
 
 TRAIN_STREAM, HELDOUT_STREAM = "instruments/synthclip-train", "instruments/synthclip-heldout"
 SHIPPED_SYNTHCLIP = "synthfaces/synthclip.pt"
@@ -163,17 +164,6 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, compatible
 
 
 # ---- training data -------------------------------------------------------------------------------------------
-
-def two_style_renders(indices: np.ndarray, size: int, seed: int, stream: str,
-                      fixed: dict | None = None) -> tuple[np.ndarray, FaceLabels]:
-    """Faces ``indices``, even positions as photos then odd ones as portraits; ``fixed`` as ``render_floats``
-    takes it (arrays are per position of ``indices``). Images: [N, 3, H, W] in [0, 1]."""
-    parts = []
-    for style, positions in (("photo", slice(0, None, 2)), ("portrait", slice(1, None, 2))):
-        part_fixed = {k: (np.asarray(v)[positions] if np.ndim(v) else v) for k, v in (fixed or {}).items()}
-        parts.append(render_floats(indices[positions], style, size, seed, stream, fixed=part_fixed))
-    return np.concatenate([p[0] for p in parts]), FaceLabels.concat([p[1] for p in parts])
-
 
 def synthclip_batch(step: int, config: SynthClipConfig,
                     tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
