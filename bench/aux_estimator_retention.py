@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="fine-tunings at once (default: 9 on a GPU)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny settings on the CPU (and a private cache)")
+    parser.add_argument("--data", default=None, help="where the rendered test sets go (default: a temporary folder, "
+                                                     "so OUT holds only the results a device run brings back)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,7 @@ def main() -> int:
     trained = time.perf_counter() - started
 
     size = source_model().config.image_size
-    data = prepare_data(benchmark, out / "data", size)
+    data = prepare_data(benchmark, Path(args.data or tempfile.mkdtemp(prefix="aux_retention_data_")), size)
     evaluator = Evaluator(benchmark, data, Instruments.load(data, device), device, size)
     source_metrics, _, _ = evaluator.evaluate(source_model(), translate=False)
     labels = list(by_label)

@@ -121,9 +121,10 @@ class TrainConfig:
     def metfaces(cls, **overrides) -> "TrainConfig":
         """The authors' MetFaces run: ffhq_p2.pt, 256 px, AdamW 2e-5, global batch 16, λ_d 0.1, γ_d 3,
         λ_aux 0.1, γ_aux 50, dropout 0.1, 10k iterations (the reported values), DDIM-40 samples; compiled on
-        GPUs (the compiled step is 1.6x the eager one on an H100)."""
+        GPUs, with 4 aux samples per batch drawn by weight (unbiased; 112.7 img/s against 74.7 for every aux sample
+        on an H200, and the same λ = 3 retention on SynthFaces over three seeds; ``aux_samples=0`` is exact)."""
         base = dict(mode="sdft", data_dir="data/metfaces256", out_dir="runs/metfaces_sdft",
-                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.metfaces(), compile=True)
+                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.metfaces(), compile=True, aux_samples=4)
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -131,7 +132,7 @@ class TrainConfig:
         """AAHQ subset (1,437 images): as MetFaces with λ_aux 0.3 (the value behind the paper's AAHQ numbers is
         not stated)."""
         base = dict(mode="sdft", data_dir="data/aahq256", out_dir="runs/aahq_sdft",
-                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.aahq(), compile=True)
+                    source_checkpoint="models/ffhq_p2.pt", loss=SDFTConfig.aahq(), compile=True, aux_samples=4)
         return cls(**{**base, **overrides})
 
     @classmethod

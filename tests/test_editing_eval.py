@@ -138,7 +138,8 @@ def test_compile_is_cuda_only_and_makes_one_static_batch_shape(tmp_path):
 def test_presets_compile_on_gpus():
     from sdft_lite.train import TrainConfig
     assert TrainConfig.metfaces().compile and TrainConfig.aahq().compile
-    assert not TrainConfig.tiny().compile
+    assert TrainConfig.metfaces().aux_samples == TrainConfig.aahq().aux_samples == 4   # the unbiased estimator
+    assert not TrainConfig.tiny().compile and TrainConfig.tiny().aux_samples == 0
 
 
 def test_smile_survival_counts_smiles_kept_after_sdedit_from_each_t():
