@@ -19,8 +19,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -36,22 +34,12 @@ from sdft_lite.experiments.editing_table import (EditBenchConfig, passes_source_
                                                  smiling_faces, with_window)
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
+from provenance import commit  # noqa: E402  (bench/ is this script's folder)
 
 WINDOWS = ((300, 500), (200, 500), (300, 600))
 TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10")
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
-
-
-def commit() -> str:
-    """The code's commit: $SDFT_LITE_COMMIT when set (a device copy of the tree may carry a stale .git), else git's."""
-    if os.environ.get("SDFT_LITE_COMMIT"):
-        return os.environ["SDFT_LITE_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def model_config(label: str, seed: int, quick: bool) -> TrainConfig | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,13 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sdft_lite import figures  # noqa: E402
 from sdft_lite.experiments.frontier import (FrontierConfig, format_frontier, frontier_figure,  # noqa: E402
                                             merge_results, run_frontier, write_result)
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from provenance import commit  # noqa: E402  (bench/ is this script's folder)
 
 
 def main() -> int:

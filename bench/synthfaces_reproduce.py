@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,17 +47,10 @@ from sdft_lite.experiments.zoo import finetune_many, finetuned, source_model  # 
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
 from sdft_lite.unet import UNetConfig  # noqa: E402
+from provenance import commit  # noqa: E402  (bench/ is this script's folder)
 
 FORGET_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1)   # of the full budget: 100, 200, 400, 800 steps
 TRANSLATION_LAMS = (0.1, 1.0)
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def provenance(started: float) -> dict:
