@@ -570,20 +570,35 @@ def layout_decisions(log: list):
 
 
 def count_syncs(fn) -> dict:
-    """Host–device synchronisations during one call of fn, by the Python line that caused them."""
-    places = collections.Counter()
+    """Host–device synchronisations during one call of fn, by the line that caused them: the innermost frame
+    outside torch (the line of sdft_lite or of this bench that called the op), and torch's own line beside it."""
+    places, inside = collections.Counter(), collections.Counter()
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            places[caller_outside_torch(traceback.extract_stack()[:-1])] += 1
+            inside[f"{Path(filename).name}:{lineno}"] += 1
+
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = note     # restored when the block ends
         torch.cuda.set_sync_debug_mode("warn")
         try:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    for w in caught:
-        if "synchroniz" in str(w.message):
-            places[f"{Path(w.filename).name}:{w.lineno}"] += 1
-    return {"count": sum(places.values()), "where": dict(places.most_common(12))}
+    return {"count": sum(places.values()), "where": dict(places.most_common(12)),
+            "torch_line": dict(inside.most_common(12))}
+
+
+def caller_outside_torch(stack: list[traceback.FrameSummary]) -> str:
+    """'file.py:line' of the innermost frame that is neither torch's nor the warnings machinery's."""
+    torch_dir = str(Path(torch.__file__).parent)
+    for frame in reversed(stack):
+        if not frame.filename.startswith(torch_dir) and Path(frame.filename).name != "warnings.py":
+            return f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}"
+    return "unknown"
 
 
 CATEGORIES = (   # (category, pattern on the lower-cased kernel or op name), first match wins
