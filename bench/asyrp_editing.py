@@ -5,7 +5,8 @@
    text, classifier all heads) × each window × seeds, each judged by the other instrument, against the bar:
    smiling ≥ 0.8, reconstruction smiling ≤ 0.02, attributes kept ≥ 0.95, PSNR ≥ 27 dB.
 3. ``table``: the paper's Table 2 analogue — naive and SDFT (λ = 0.1, 1, 3, 10) fine-tuned models edit held-out
-   neutral limited-target portraits with the window that passed the bar, both directions, seeds.
+   neutral limited-target portraits with the window that passed the bar (``--table-windows survival``: each
+   model's own window, from its survival curve), both directions, seeds.
 
     python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
     python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
@@ -30,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.config import hardware, pick_device  # noqa: E402
-from sdft_lite.experiments.editing_table import (EditBenchConfig, passes_source_bar, smile_survival,  # noqa: E402
-                                                 smiling_faces, with_window)
+from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
+                                                 smile_survival, smiling_faces, with_window)
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
 from provenance import commit  # noqa: E402  (bench/ is this script's folder)
@@ -115,6 +116,15 @@ def survival_curves(args, models: list[str]) -> dict:
     return curves
 
 
+def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
+    """Each model's edit window from its own smile-survival curve (where that model decides the mouth)."""
+    missing = [model for model in models if model not in survival]
+    if missing:
+        raise SystemExit(f"--table-windows survival needs the smile-survival curves of {', '.join(missing)}: run "
+                         "the survival part in this call or pass --previous with an editing.json that has them")
+    return {model: edit_window({int(t): share for t, share in survival[model].items()}) for model in models}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean ± sd over seeds per (part, model, direction, window)."""
     groups: dict[tuple, list[dict]] = {}
@@ -158,6 +168,9 @@ def main() -> int:
     parser.add_argument("--windows", default=";".join(f"{a},{b}" for a, b in WINDOWS),
                         help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'")
     parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
+    parser.add_argument("--table-windows", choices=("bar", "survival"), default="bar",
+                        help="the table's edit windows: the bar's (one for every model) or each model's own, from "
+                             "its smile-survival curve (edit_window; needs the survival part, here or --previous)")
     parser.add_argument("--directions", default="synthclip,classifier", help="which directions the table edits with")
     parser.add_argument("--previous", help="an earlier editing.json whose survival curves and rows this run keeps "
                                            "(e.g. the bar, then the table in a second GPU call)")
@@ -210,11 +223,15 @@ def main() -> int:
         summary = summarize(rows)
         fallback = tuple(int(t) for t in args.window.split(","))
         kinds = args.directions.split(",")
-        windows = {kind: chosen_window(summary, kind) or fallback for kind in kinds}
-        result["table_windows"] = {k: list(v) for k, v in windows.items()}
+        windows = {kind: {model: chosen_window(summary, kind) or fallback for model in table_models}
+                   for kind in kinds}
+        if args.table_windows == "survival":
+            windows = {kind: own_windows(result.get("survival", {}), table_models) for kind in kinds}
+        result["table_windows"] = {kind: {model: list(w) for model, w in by_model.items()}
+                                   for kind, by_model in windows.items()}
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
                  "config": with_window(dataclasses.replace(base, faces="limited", direction=kind, seed=seed),
-                                       windows[kind])}
+                                       windows[kind][model])}
                 for model in table_models for kind in kinds for seed in seeds]
         rows += run_jobs(jobs, args, write)
         write()

@@ -53,15 +53,29 @@ def smile_gain(e: dict) -> tuple[float, float]:
 
 
 def table2(summary: list[dict], kind: str) -> list[str]:
-    lines = ["| model | smiling: edit − reconstruction | smiling (edit) | the trainer's own reading | kept | PSNR (dB) | "
-             "S_dir (SynthCLIP) | realism FD |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | window | smiling: edit − reconstruction | smiling (edit) | the trainer's own reading | kept | "
+             "PSNR (dB) | S_dir (SynthCLIP) | realism FD |", "|---|---|---|---|---|---|---|---|---|"]
     for e in (e for e in summary if e["part"] == "table" and e["direction_kind"] == kind):
         gain, sd = smile_gain(e)
-        lines.append(f"| {e['model']} | {gain:+.3f}{f' ± {sd:.3f}' if e['seeds'] > 1 else ''} | "
+        lines.append(f"| {e['model']} | {e['window'][0]}–{e['window'][1]} | "
+                     f"{gain:+.3f}{f' ± {sd:.3f}' if e['seeds'] > 1 else ''} | "
                      f"{cell(e['edit_smiling'], 3)} | {cell(e['edit_smiling_by_trainer'], 3)} | "
                      f"{cell(e['edit_kept_mean'])} | {cell(e['edit_psnr_db'], 1)} | "
                      f"{cell(e['edit_s_dir_synthclip'])} | {cell(e['edit_realism_fd'])} |")
     return lines
+
+
+def window_words(result: dict, kind: str) -> str:
+    """The table's edit window in words: one for every model (the bar's), or each model's own (its survival curve).
+    Older results store one [low, high] per direction, newer ones a window per model."""
+    windows = result.get("table_windows", {}).get(kind)
+    if not windows:
+        return ""
+    distinct = {tuple(w) for w in windows.values()} if isinstance(windows, dict) else {tuple(windows)}
+    if len(distinct) == 1:
+        low, high = distinct.pop()
+        return f", window {low}–{high} for every model"
+    return ", each model's own window (where its smile-survival curve says it decides the mouth)"
 
 
 def verdict(summary: list[dict], kind: str) -> str:
@@ -111,9 +125,7 @@ def render(result: dict) -> str:
                 *bar_table(summary), ""]
     for kind in ("synthclip", "classifier"):
         if any(e["part"] == "table" and e["direction_kind"] == kind for e in summary):
-            window = result.get("table_windows", {}).get(kind)
-            out += [f"**Table 2 analogue, {DIRECTION_NAMES[kind]}**" + (f", window {window[0]}–{window[1]}"
-                                                                        if window else "") +
+            out += [f"**Table 2 analogue, {DIRECTION_NAMES[kind]}**" + window_words(result, kind) +
                     " (neutral limited-target portraits):", "", *table2(summary, kind), "", verdict(summary, kind), ""]
     return "\n".join(out)
 

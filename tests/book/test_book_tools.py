@@ -187,10 +187,20 @@ def test_editing_verdict_is_computed_from_the_seeds():
     words = editing_tables.verdict(summary, "synthclip")
     assert "SDFT λ=3 +0.40 — more than naive" in words and "SDFT λ=0.1 +0.03 — no more than naive" in words
     lines = editing_tables.table2(summary, "synthclip")
-    assert lines[2].startswith("| naive | +0.020 ± 0.014 | 0.020 ± 0.010 |")
+    assert lines[2].startswith("| naive | 300–500 | +0.020 ± 0.014 | 0.020 ± 0.010 |")
     failed = [editing_entry("table", model, "classifier", 0.001, 0.0) for model in ("naive", "SDFT λ=10")]
     assert editing_tables.verdict(failed, "classifier").startswith("**No fine-tuned model's edit makes the portraits "
                                                                    "smile** (at most 0.001")
+
+
+def test_editing_table_names_one_window_or_each_models_own():
+    one = {"table_windows": {"classifier": [200, 500]}}                                  # results before per-model
+    same = {"table_windows": {"classifier": {"naive": [200, 500], "SDFT λ=3": [200, 500]}}}
+    own = {"table_windows": {"classifier": {"naive": [100, 300], "SDFT λ=3": [200, 500]}}}
+    assert editing_tables.window_words(one, "classifier") == ", window 200–500 for every model"
+    assert editing_tables.window_words(same, "classifier") == ", window 200–500 for every model"
+    assert "each model's own window" in editing_tables.window_words(own, "classifier")
+    assert editing_tables.window_words(own, "synthclip") == ""
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
