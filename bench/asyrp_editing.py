@@ -223,10 +223,10 @@ def main() -> int:
         summary = summarize(rows)
         fallback = tuple(int(t) for t in args.window.split(","))
         kinds = args.directions.split(",")
-        windows = {kind: {model: chosen_window(summary, kind) or fallback for model in table_models}
-                   for kind in kinds}
         if args.table_windows == "survival":
             windows = {kind: own_windows(result.get("survival", {}), table_models) for kind in kinds}
+        else:
+            windows = {kind: dict.fromkeys(table_models, chosen_window(summary, kind) or fallback) for kind in kinds}
         result["table_windows"] = {kind: {model: list(w) for model, w in by_model.items()}
                                    for kind, by_model in windows.items()}
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
