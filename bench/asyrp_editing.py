@@ -4,9 +4,10 @@
 2. ``bar``: the edit on the SOURCE model (neutral photos; the photo domain has smiles), each direction (SynthCLIP
    text, classifier all heads) × each window × seeds, each judged by the other instrument, against the bar:
    smiling ≥ 0.8, reconstruction smiling ≤ 0.02, attributes kept ≥ 0.95, PSNR ≥ 27 dB.
-3. ``table``: the paper's Table 2 analogue — naive and SDFT (λ = 0.1, 1, 3, 10) fine-tuned models edit held-out
-   neutral limited-target portraits with the window that passed the bar (``--table-windows survival``: each
-   model's own window, from its survival curve), both directions, seeds.
+3. ``table``: the paper's Table 2 analogue — naive, SDFT (λ = 0.1, 1, 3, 10) and the two SDFT λ = 1 weightings
+   that keep the most smiles (constant, min-SNR; the benchmark's Table 4 models) edit held-out neutral
+   limited-target portraits with the window that passed the bar (``--table-windows survival``: each model's own
+   window, from its survival curve), both directions, seeds.
 
     python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
     python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
@@ -31,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.config import hardware, pick_device  # noqa: E402
+from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
                                                  smile_survival, smiling_faces, with_window)
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
@@ -38,20 +40,27 @@ from sdft_lite.train import TrainConfig  # noqa: E402
 from provenance import commit  # noqa: E402  (bench/ is this script's folder)
 
 WINDOWS = ((300, 500), (200, 500), (300, 600))
-TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10")
+TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10",
+                "SDFT λ=1, constant w", "SDFT λ=1, min_snr w")   # the benchmark's labels (BenchmarkConfig.runs)
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
 
 
 def model_config(label: str, seed: int, quick: bool) -> TrainConfig | None:
-    """The zoo config of a model label ("source" → None: the shipped source model)."""
+    """The zoo config of a model label ("source" → None: the shipped source model). Full mode: the full
+    benchmark's run of that label and seed, so the edit uses the very models the retention tables measured."""
     if label == "source":
         return None
-    preset = TrainConfig.synthfaces_quick if quick else TrainConfig.synthfaces_full
-    if label == "naive":
-        return preset(mode="naive", loss=SDFTConfig.naive(), seed=0 if quick else seed)
-    lam = float(label.split("=")[1])
-    return preset(mode="sdft", loss=SDFTConfig.symmetric(lam), seed=0 if quick else seed)
+    if quick:
+        if label not in QUICK_MODELS:
+            raise SystemExit(f"no quick model {label!r}: the package ships {', '.join(QUICK_MODELS)}")
+        if label == "naive":
+            return TrainConfig.synthfaces_quick(mode="naive", loss=SDFTConfig.naive(), seed=0)
+        return TrainConfig.synthfaces_quick(mode="sdft", loss=SDFTConfig.symmetric(float(label.split("=")[1])), seed=0)
+    runs = dict(BenchmarkConfig.full(seeds=(seed,)).runs())
+    if label not in runs:
+        raise SystemExit(f"no benchmark model {label!r}; the full benchmark has {', '.join(runs)}")
+    return runs[label]
 
 
 def load_model(label: str, seed: int, quick: bool, device: str):
@@ -125,6 +134,14 @@ def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
     return {model: edit_window({int(t): share for t, share in survival[model].items()}) for model in models}
 
 
+def latest_runs(rows: list[dict]) -> list[dict]:
+    """One row per (part, model, direction, window, seed), the latest: a run that repeats one --previous carried
+    replaces it instead of counting as another seed."""
+    by_run = {(row["part"], row["model"], row["direction_kind"], tuple(row["window"]), row["seed"]): row
+              for row in rows}
+    return list(by_run.values())
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean ± sd over seeds per (part, model, direction, window)."""
     groups: dict[tuple, list[dict]] = {}
@@ -176,6 +193,8 @@ def main() -> int:
                                            "(e.g. the bar, then the table in a second GPU call)")
     parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
     parser.add_argument("--survival-n", type=int, default=500)
+    parser.add_argument("--models", default=";".join(TABLE_MODELS),
+                        help="the table's models, ';'-separated benchmark labels (default: %(default)s)")
     args = parser.parse_args()
     args.device = str(pick_device())
     out = Path(args.out)
@@ -196,12 +215,12 @@ def main() -> int:
                               if k in previous}
 
     def write(new_rows: list[dict] | None = None) -> None:
-        result["rows"] = rows + (new_rows or [])
+        result["rows"] = latest_runs(rows + (new_rows or []))
         result["summary"] = summarize(result["rows"])
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
         (out / "editing.json").write_text(json.dumps(result, indent=1, default=float))
 
-    table_models = QUICK_MODELS if args.quick else TABLE_MODELS
+    table_models = QUICK_MODELS if args.quick else tuple(args.models.split(";"))
     if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()
@@ -210,8 +229,9 @@ def main() -> int:
         result["finetuning"] = {"trained": len(trained), "seconds": round(time.perf_counter() - timer, 1)}
         write()
         print(f"fine-tuned {len(trained)} models in {time.perf_counter() - timer:.0f} s", flush=True)
-    if "survival" in parts:
-        result["survival"] = survival_curves(args, ["source", *table_models])
+    if "survival" in parts:   # only the curves --previous lacks
+        missing = [m for m in ("source", *table_models) if m not in result.get("survival", {})]
+        result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing)}
         write()
     if "bar" in parts:
         jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick,

@@ -21,9 +21,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--modes", default="", help="only these modes, e.g. naive,sdft (SDFT at λ = 1)")
+    parser.add_argument("--labels", default="",
+                        help="only these benchmark runs, ';'-separated labels, e.g. 'scratch;SDFT λ=1, no aux'")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    specs = [spec for _, spec in BenchmarkConfig.full(seeds=seeds).runs()]
+    runs = BenchmarkConfig.full(seeds=seeds).runs()
+    labels = set(filter(None, args.labels.split(";")))
+    if labels - {label for label, _ in runs}:
+        parser.error(f"no benchmark run {', '.join(sorted(labels - {label for label, _ in runs}))}; "
+                     f"the full benchmark has {', '.join(dict(runs))}")
+    specs = [spec for label, spec in runs if not labels or label in labels]
     if args.modes:   # the chapter-6 pair: naive and the default SDFT spec
         specs = [TrainConfig.synthfaces_full(mode=mode, seed=seed) for mode in args.modes.split(",") for seed in seeds]
     trained = finetune_many(specs, workers=args.workers)

@@ -8,7 +8,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import asyrp_editing  # noqa: E402
 
+from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.editing_table import edit_window  # noqa: E402
+from sdft_lite.sdft import SDFTConfig  # noqa: E402
+from sdft_lite.train import TrainConfig  # noqa: E402
 
 # the H200 curves of results/synthfaces_editing (two of them): the source decides the mouth later than naive
 SURVIVAL = {"source": {"0": 1.0, "100": 0.998, "200": 0.968, "300": 0.918, "400": 0.814, "500": 0.744, "600": 0.7,
@@ -26,3 +29,35 @@ def test_each_model_gets_the_window_of_its_own_survival_curve():
 def test_a_missing_curve_is_one_clear_line():
     with pytest.raises(SystemExit, match="needs the smile-survival curves of SDFT λ=3"):
         asyrp_editing.own_windows(SURVIVAL, ["naive", "SDFT λ=3"])
+
+
+def test_the_table_edits_the_very_models_the_benchmark_measured():
+    """Full mode: a label names the full benchmark's run of that seed (same zoo key, so the same fine-tuned model
+    the retention tables and the chapters use); the two weighting variants are the benchmark's Table 4 models."""
+    assert asyrp_editing.model_config("naive", 2, quick=False) == TrainConfig.synthfaces_full(
+        mode="naive", loss=SDFTConfig.naive(), seed=2)
+    assert asyrp_editing.model_config("SDFT λ=3", 1, quick=False) == TrainConfig.synthfaces_full(
+        mode="sdft", loss=SDFTConfig.symmetric(3.0), seed=1)
+    runs = dict(BenchmarkConfig.full(seeds=(0,)).runs())
+    for label in asyrp_editing.TABLE_MODELS:
+        assert asyrp_editing.model_config(label, 0, quick=False) == runs[label]
+    assert asyrp_editing.model_config("source", 0, quick=False) is None
+
+
+def test_an_unknown_model_is_one_clear_line():
+    with pytest.raises(SystemExit, match="no benchmark model 'SDFT λ=7'"):
+        asyrp_editing.model_config("SDFT λ=7", 0, quick=False)
+    with pytest.raises(SystemExit, match="no quick model 'SDFT λ=10'"):
+        asyrp_editing.model_config("SDFT λ=10", 0, quick=True)
+
+
+def test_a_repeated_run_replaces_the_carried_one_instead_of_counting_as_another_seed():
+    def row(seed, window, smiling):
+        return {"part": "table", "model": "naive", "direction_kind": "classifier", "window": window, "seed": seed,
+                "judge": "SynthCLIP", "edit": {"smiling": smiling}, "reconstruction": {"smiling": 0.0}}
+    carried = [row(0, [200, 500], 0.0), row(0, [100, 300], 0.1)]
+    rows = asyrp_editing.latest_runs(carried + [row(0, [100, 300], 0.3), row(1, [100, 300], 0.5)])
+    assert [(r["window"], r["seed"], r["edit"]["smiling"]) for r in rows] == [
+        ([200, 500], 0, 0.0), ([100, 300], 0, 0.3), ([100, 300], 1, 0.5)]
+    summary = {tuple(e["window"]): e for e in asyrp_editing.summarize(rows)}
+    assert summary[(100, 300)]["seeds"] == 2 and summary[(100, 300)]["edit_smiling"]["mean"] == 0.4

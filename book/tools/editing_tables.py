@@ -52,10 +52,21 @@ def smile_gain(e: dict) -> tuple[float, float]:
     return mean, math.hypot(e["edit_smiling"]["sd"], e["reconstruction_smiling"]["sd"])
 
 
-def table2(summary: list[dict], kind: str) -> list[str]:
+def table_entries(result: dict, kind: str, current: bool = True) -> list[dict]:
+    """The table's summary entries for a direction: those edited with the windows this run chose (``current``), or
+    the rest (rows an earlier call edited with other windows, kept through ``--previous``)."""
+    windows = result.get("table_windows", {}).get(kind)
+    chosen = (lambda e: True) if not windows else (
+        (lambda e: list(e["window"]) == list(windows[e["model"]])) if isinstance(windows, dict)
+        else (lambda e: list(e["window"]) == list(windows)))
+    return [e for e in result["summary"] if e["part"] == "table" and e["direction_kind"] == kind
+            and chosen(e) == current]
+
+
+def table2(entries: list[dict]) -> list[str]:
     lines = ["| model | window | smiling: edit − reconstruction | smiling (edit) | the trainer's own reading | kept | "
              "PSNR (dB) | S_dir (SynthCLIP) | realism FD |", "|---|---|---|---|---|---|---|---|---|"]
-    for e in (e for e in summary if e["part"] == "table" and e["direction_kind"] == kind):
+    for e in entries:
         gain, sd = smile_gain(e)
         lines.append(f"| {e['model']} | {e['window'][0]}–{e['window'][1]} | "
                      f"{gain:+.3f}{f' ± {sd:.3f}' if e['seeds'] > 1 else ''} | "
@@ -78,9 +89,9 @@ def window_words(result: dict, kind: str) -> str:
     return ", each model's own window (where its smile-survival curve says it decides the mouth)"
 
 
-def verdict(summary: list[dict], kind: str) -> str:
+def verdict(entries: list[dict]) -> str:
     """Does the edit bring out more smiles with SDFT than with naive fine-tuning? Two standard errors apart."""
-    rows = {e["model"]: e for e in summary if e["part"] == "table" and e["direction_kind"] == kind}
+    rows = {e["model"]: e for e in entries}
     if "naive" not in rows:
         return ""
     naive, naive_sd = smile_gain(rows["naive"])
@@ -124,9 +135,13 @@ def render(result: dict) -> str:
                 "0.95, PSNR ≥ 27 dB; each edit judged by the instrument that did not train it):", "",
                 *bar_table(summary), ""]
     for kind in ("synthclip", "classifier"):
-        if any(e["part"] == "table" and e["direction_kind"] == kind for e in summary):
+        entries = table_entries(result, kind)
+        if entries:
             out += [f"**Table 2 analogue, {DIRECTION_NAMES[kind]}**" + window_words(result, kind) +
-                    " (neutral limited-target portraits):", "", *table2(summary, kind), "", verdict(summary, kind), ""]
+                    " (neutral limited-target portraits):", "", *table2(entries), "", verdict(entries), ""]
+        earlier = table_entries(result, kind, current=False)
+        if earlier:
+            out += [f"The same direction with other windows (an earlier call's rows):", "", *table2(earlier), ""]
     return "\n".join(out)
 
 

@@ -184,13 +184,29 @@ def test_editing_verdict_is_computed_from_the_seeds():
     summary = [editing_entry("table", "naive", "synthclip", 0.02, 0.0),
                editing_entry("table", "SDFT λ=3", "synthclip", 0.40, 0.0),
                editing_entry("table", "SDFT λ=0.1", "synthclip", 0.03, 0.0)]
-    words = editing_tables.verdict(summary, "synthclip")
+    words = editing_tables.verdict(summary)
     assert "SDFT λ=3 +0.40 — more than naive" in words and "SDFT λ=0.1 +0.03 — no more than naive" in words
-    lines = editing_tables.table2(summary, "synthclip")
+    lines = editing_tables.table2(summary)
     assert lines[2].startswith("| naive | 300–500 | +0.020 ± 0.014 | 0.020 ± 0.010 |")
     failed = [editing_entry("table", model, "classifier", 0.001, 0.0) for model in ("naive", "SDFT λ=10")]
-    assert editing_tables.verdict(failed, "classifier").startswith("**No fine-tuned model's edit makes the portraits "
-                                                                   "smile** (at most 0.001")
+    assert editing_tables.verdict(failed).startswith("**No fine-tuned model's edit makes the portraits "
+                                                     "smile** (at most 0.001")
+
+
+def test_editing_table_keeps_rows_of_other_windows_apart_from_the_verdict():
+    """A run with --previous carries an earlier call's rows (other windows): the table and its verdict use the
+    windows this run chose; the earlier rows are shown apart and cannot overwrite a model's row in the verdict."""
+    old = [editing_entry("table", model, "classifier", 0.001, 0.0) for model in ("naive", "SDFT λ=3")]
+    new = [dict(editing_entry("table", "naive", "classifier", 0.02, 0.0), window=[100, 300]),
+           dict(editing_entry("table", "SDFT λ=3", "classifier", 0.40, 0.0), window=[100, 300])]
+    result = {"summary": old + new,
+              "table_windows": {"classifier": {"naive": [100, 300], "SDFT λ=3": [100, 300]}}}
+    assert editing_tables.table_entries(result, "classifier") == new
+    assert editing_tables.table_entries(result, "classifier", current=False) == old
+    assert "SDFT λ=3 +0.40 — more than naive" in editing_tables.verdict(editing_tables.table_entries(result,
+                                                                                                     "classifier"))
+    one_window = {"summary": old, "table_windows": {"classifier": [300, 500]}}    # results before per-model windows
+    assert editing_tables.table_entries(one_window, "classifier") == old
 
 
 def test_editing_table_names_one_window_or_each_models_own():
