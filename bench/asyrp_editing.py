@@ -26,13 +26,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.config import hardware, pick_device  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
+from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
 from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
                                                  smile_survival, smiling_faces, with_window)
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
@@ -134,6 +134,14 @@ def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
     return {model: edit_window({int(t): share for t, share in survival[model].items()}) for model in models}
 
 
+def earlier_calls(previous: dict) -> list[dict]:
+    """Provenance of every call whose rows or curves a --previous file carries, oldest first: the file's own call
+    after the calls it carried in turn."""
+    own = {k: previous[k] for k in ("command", "commit", "device", "wall_seconds", "finetuning") if k in previous}
+    carried = previous.get("earlier_calls", [previous["previous"]] if "previous" in previous else [])
+    return [*carried, own]
+
+
 def latest_runs(rows: list[dict]) -> list[dict]:
     """One row per (part, model, direction, window, seed), the latest: a run that repeats one --previous carried
     replaces it instead of counting as another seed."""
@@ -155,10 +163,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
                  "judge": runs[0]["judge"]}
         for kind_ in ("edit", "reconstruction"):
-            for metric in runs[0][kind_]:
-                values = np.array([r[kind_][metric] for r in runs], dtype=float)
-                entry[f"{kind_}_{metric}"] = {"mean": float(values.mean()), "n": len(values),
-                                              "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            for metric, stats in mean_sd([r[kind_] for r in runs]).items():
+                entry[f"{kind_}_{metric}"] = stats
         if part == "bar":
             means = {k: {"smiling": entry[f"{k}_smiling"]["mean"], "kept_mean": entry[f"{k}_kept_mean"]["mean"],
                          "psnr_db": entry[f"{k}_psnr_db"]["mean"]} for k in ("edit", "reconstruction")}
@@ -211,8 +217,7 @@ def main() -> int:
         previous = json.loads(Path(args.previous).read_text())
         rows += previous["rows"]
         result["survival"] = previous.get("survival", {})
-        result["previous"] = {k: previous[k] for k in ("command", "commit", "device", "wall_seconds", "finetuning")
-                              if k in previous}
+        result["earlier_calls"] = earlier_calls(previous)
 
     def write(new_rows: list[dict] | None = None) -> None:
         result["rows"] = latest_runs(rows + (new_rows or []))

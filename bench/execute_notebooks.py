@@ -4,8 +4,8 @@
 
 Each notebook runs in a fresh kernel with the notebooks folder as working directory; the executed copy is written
 to --out under the same name (the original is left alone), and a failing cell stops that notebook only. Execution
-timestamps are dropped and consecutive pieces of one output stream joined. A summary
-(notebook, status, seconds, hardware) goes to --out/executed.json. Needs nbclient and ipykernel.
+timestamps are dropped (each cell's wall time is kept in the summary) and consecutive pieces of one output stream
+joined. A summary (notebook, status, seconds, per-cell seconds, hardware) goes to --out/executed.json. Needs nbclient and ipykernel.
 """
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def strip_volatile(notebook) -> None:
     """Drop nbclient's per-cell execution timestamps: they change on every run and say nothing to a reader."""
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
+
+
+def cell_seconds(notebook) -> list[dict]:
+    """Each executed code cell's wall time, from nbclient's timestamps (read before they are dropped): where a
+    chapter spends its time, so that a run killed at a time limit says which cells to make cheaper."""
+    from datetime import datetime
+    timings = []
+    for index, cell in enumerate(notebook.cells):
+        stamps = cell.metadata.get("execution", {})
+        start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if start and end:
+            seconds = (datetime.fromisoformat(end.replace("Z", "+00:00")) -
+                       datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+            timings.append({"cell": index, "seconds": round(seconds, 1)})
+    return timings
 
 
 def merge_streams(notebook) -> None:
@@ -53,11 +68,14 @@ def execute(path: Path, out_dir: Path, timeout: int) -> dict:
     except Exception as error:   # a kernel that died or timed out: keep the outputs so far
         status = f"failed: {type(error).__name__}: {str(error)[:300]}"
     seconds = time.perf_counter() - started
+    timings = cell_seconds(notebook)
     strip_volatile(notebook)
     merge_streams(notebook)
     nbformat.write(notebook, out_dir / path.name)
-    print(f"{path.name}: {status} in {seconds:.0f} s", flush=True)
-    return {"notebook": path.name, "status": status, "seconds": round(seconds, 1)}
+    slowest = sorted(timings, key=lambda t: -t["seconds"])[:5]
+    print(f"{path.name}: {status} in {seconds:.0f} s; slowest cells: "
+          + ", ".join(f"{t['cell']} ({t['seconds']:.0f} s)" for t in slowest), flush=True)
+    return {"notebook": path.name, "status": status, "seconds": round(seconds, 1), "cells": timings}
 
 
 def main() -> int:

@@ -61,3 +61,12 @@ def test_a_repeated_run_replaces_the_carried_one_instead_of_counting_as_another_
         ([200, 500], 0, 0.0), ([100, 300], 0, 0.3), ([100, 300], 1, 0.5)]
     summary = {tuple(e["window"]): e for e in asyrp_editing.summarize(rows)}
     assert summary[(100, 300)]["seeds"] == 2 and summary[(100, 300)]["edit_smiling"]["mean"] == 0.4
+
+
+def test_carried_rows_keep_the_provenance_of_every_earlier_call():
+    bar = {"command": "bar", "commit": "a" * 40, "wall_seconds": 1.0}
+    table = {"command": "table", "commit": "b" * 40, "wall_seconds": 2.0, "previous": bar, "rows": []}
+    assert asyrp_editing.earlier_calls(table) == [bar, {"command": "table", "commit": "b" * 40, "wall_seconds": 2.0}]
+    own = {"command": "own", "commit": "c" * 40, "wall_seconds": 3.0,
+           "earlier_calls": asyrp_editing.earlier_calls(table)}
+    assert [call["command"] for call in asyrp_editing.earlier_calls(own)] == ["bar", "table", "own"]

@@ -121,10 +121,11 @@ def render(result: dict) -> str:
            f"{asyrp['steps']} steps, {asyrp['epochs']} passes, batch {asyrp['batch']}, boosting below "
            f"t = {asyrp['t_boost']}; seeds {', '.join(map(str, result['seeds']))}; {result['device']}, commit "
            f"`{result['commit'][:7]}`, {result['wall_seconds']:.0f} s (`{result['command']}`)."]
-    if "previous" in result:
-        previous = result["previous"]
-        out[-1] += (f" The survival curves and the bar come from an earlier call: commit `{previous['commit'][:7]}`, "
-                    f"{previous['wall_seconds']:.0f} s (`{previous['command']}`).")
+    earlier = result.get("earlier_calls", [result["previous"]] if "previous" in result else [])
+    if earlier:
+        out[-1] += (" Rows and survival curves carried from earlier calls (`--previous`), oldest first: " +
+                    "; ".join(f"commit `{call['commit'][:7]}`, {call['wall_seconds']:.0f} s (`{call['command']}`)"
+                              for call in earlier) + ".")
     out.append("")
     if "survival" in result:
         out += ["**How long a smile survives** SDEdit from t (share of smiling renders in the model's style still "
