@@ -2,7 +2,7 @@
 
 For each page of `_toc.yml`, the site `_build/html` is served on 127.0.0.1 (a free port) and Debian's
 Chromium loads the page with every other host unreachable, lets MathJax typeset (`--virtual-time-budget`),
-dumps the DOM and saves a screenshot to `_build/screenshots/`. The page passes when:
+dumps the DOM and saves a screenshot of the whole page to `_build/screenshots/`. The page passes when:
 
 - it loads (HTTP 200, a non-empty DOM with an <h1>);
 - every <img> it shows is served by the site itself and decodes as an image (no external image);
@@ -19,16 +19,19 @@ Needs `/usr/bin/chromium` (Debian: `apt-get install -y chromium`).
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import io
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +55,7 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # offline: only the local server resolves
-    "--window-size=1280,1600",
+    "--window-size=1280,1600",                                    # WINDOW_WIDTH × WINDOW_HEIGHT
     "--virtual-time-budget=10000",                                # let deferred scripts and MathJax finish
 )
 CHROMIUM_TIMEOUT_S = 90
@@ -180,13 +183,117 @@ def serve(site: Path = SITE) -> Iterator[str]:
 
 
 def render(url: str, screenshot: Path, chromium: str = CHROMIUM) -> Rendered:
-    """Load `url` in headless Chromium (fresh profile), dump its DOM after scripts ran, save a screenshot."""
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    """Load `url` in headless Chromium (fresh profile), dump its DOM after scripts ran; then save a screenshot
+    of the whole page (`full_page_screenshot`)."""
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                   f"--screenshot={screenshot}", url]
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url]
         done = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
+    full_page_screenshot(url, screenshot, chromium)
     return Rendered(done.returncode, done.stdout, done.stderr[-2000:])
+
+
+class DevToolsPipe:
+    """Chromium's DevTools protocol over --remote-debugging-pipe: JSON messages ending in a NUL byte; Chromium reads
+    its fd 3 and writes its fd 4. Replies are matched by id; events are kept until asked for."""
+
+    def __init__(self, write_fd: int, read_fd: int, timeout_s: float):
+        self.write_fd, self.read_fd, self.timeout_s = write_fd, read_fd, timeout_s
+        self.buffer, self.last_id, self.events = b"", 0, []
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self.write_fd, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self.receive()
+            if reply.get("id") == self.last_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error'].get('message')}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, event: str) -> dict:
+        while True:
+            for i, message in enumerate(self.events):
+                if message.get("method") == event:
+                    return self.events.pop(i)
+            self.events.append(self.receive())
+
+    def receive(self) -> dict:
+        deadline = time.monotonic() + self.timeout_s
+        while b"\0" not in self.buffer:
+            if not select.select([self.read_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError(f"Chromium sent nothing for {self.timeout_s:.0f} s")
+            chunk = os.read(self.read_fd, 1 << 20)
+            if not chunk:
+                raise RuntimeError("Chromium closed its DevTools pipe")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+
+PAGE_SETTLED = """new Promise(done => {           // MathJax has typeset, every image has loaded (or 5 s passed)
+  const startup = window.MathJax && MathJax.startup;
+  const loaded = image => image.complete ? 0 : new Promise(r => { image.onload = image.onerror = r; });
+  (startup && startup.promise ? startup.promise : Promise.resolve())
+    .then(() => Promise.race([Promise.all([...document.images].map(loaded)), new Promise(r => setTimeout(r, 5000))]))
+    .then(() => done(true));
+})"""
+WINDOW_WIDTH, WINDOW_HEIGHT, MAX_SCREENSHOT_HEIGHT = 1280, 1600, 60000
+
+
+def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -> tuple[int, int]:
+    """Save a PNG of the whole page at the check's window width, not only the window Chromium's --screenshot
+    captures: through the DevTools protocol, the window is made as tall as the page (so lazy images load and
+    MathJax typesets everything), then captured. Returns the (width, height) captured, in CSS pixels."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith("--virtual-time-budget")]
+    to_chromium, from_chromium = os.pipe(), os.pipe()
+    # --remote-debugging-pipe reads fd 3 and writes fd 4: bash (dash takes one-digit fds only) puts the pipe ends
+    # there and execs Chromium
+    # (thread-safe, unlike a preexec_fn: render_all runs several pages at once)
+    as_fds_3_and_4 = (f'exec "$0" "$@" 3<&{to_chromium[0]} 4>&{from_chromium[1]} '
+                      f'{to_chromium[0]}<&- {from_chromium[1]}>&-')
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        process = subprocess.Popen(["/bin/bash", "-c", as_fds_3_and_4, chromium, *flags, f"--user-data-dir={profile}",
+                                    "--remote-debugging-pipe", "about:blank"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   pass_fds=(to_chromium[0], from_chromium[1]))
+        os.close(to_chromium[0])
+        os.close(from_chromium[1])
+        pipe = DevToolsPipe(to_chromium[1], from_chromium[0], CHROMIUM_TIMEOUT_S)
+        try:
+            target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
+            session = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            pipe.call("Page.enable", session)
+
+            def settle_at(height: int) -> int:
+                pipe.call("Emulation.setDeviceMetricsOverride", session, width=WINDOW_WIDTH, height=height,
+                          deviceScaleFactor=1, mobile=False)
+                pipe.call("Runtime.evaluate", session, expression=PAGE_SETTLED, awaitPromise=True)
+                return min(int(pipe.call("Page.getLayoutMetrics", session)["cssContentSize"]["height"]),
+                           MAX_SCREENSHOT_HEIGHT)
+
+            pipe.call("Emulation.setDeviceMetricsOverride", session, width=WINDOW_WIDTH, height=WINDOW_HEIGHT,
+                      deviceScaleFactor=1, mobile=False)
+            pipe.call("Page.navigate", session, url=url)
+            pipe.wait_for("Page.loadEventFired")
+            height = settle_at(settle_at(WINDOW_HEIGHT))
+            shot = pipe.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
+                             clip={"x": 0, "y": 0, "width": WINDOW_WIDTH, "height": height, "scale": 1})
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+            pipe.call("Browser.close")
+        finally:
+            os.close(to_chromium[1])
+            os.close(from_chromium[0])
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return WINDOW_WIDTH, height
 
 
 def render_all(pages: list[Page], base_url: str, screenshots: Path = SCREENSHOTS,

@@ -119,3 +119,21 @@ def test_a_static_slider_player_swaps_its_frame_in_chromium(tmp_path):
                                harness.as_uri()], capture_output=True, text=True, timeout=120)
     body = BeautifulSoup(done.stdout, "html.parser").body
     assert body is not None and body.get("data-moved") == "true" and body.get("data-label") == "third"
+
+
+def test_screenshots_show_the_whole_page_not_only_the_window(tmp_path):
+    """full_page_screenshot captures a page taller than the 1600-px window from top to bottom: the PNG is as tall
+    as the page, and its bottom rows show the page's last element (blue), not the window's end."""
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed")
+        pytest.skip("chromium is not installed")
+    page = tmp_path / "tall.html"
+    page.write_text('<html><body style="margin:0"><div style="height:4000px;background:red"></div>'
+                    '<div style="height:1000px;background:blue"></div></body></html>', encoding="utf-8")
+    width, height = check_site.full_page_screenshot(page.as_uri(), tmp_path / "tall.png", chromium)
+    from PIL import Image
+    image = Image.open(tmp_path / "tall.png").convert("RGB")
+    assert (width, height) == (check_site.WINDOW_WIDTH, 5000) and image.size == (check_site.WINDOW_WIDTH, 5000)
+    assert image.getpixel((10, 100)) == (255, 0, 0) and image.getpixel((10, 4990)) == (0, 0, 255)
