@@ -2,8 +2,10 @@
 
 1. ``survival``: how long each model keeps a smile it is handed (the curve the edit window comes from).
 2. ``bar``: the edit on the SOURCE model (neutral photos; the photo domain has smiles), each direction (SynthCLIP
-   text, classifier all heads) × each window × seeds, each judged by the other instrument, against the bar:
-   smiling ≥ 0.8, reconstruction smiling ≤ 0.02, attributes kept ≥ 0.95, PSNR ≥ 27 dB.
+   text, classifier all heads) × each window × each recipe (``--bar-recipes``: the L1 weight λ_L1 and Δh's
+   inference strength c, the two knobs that trade smiles for the other attributes kept) × seeds, each judged by
+   the other instrument, against the bar: smiling ≥ 0.8, reconstruction smiling ≤ 0.02, attributes kept ≥ 0.95,
+   PSNR ≥ 27 dB.
 3. ``table``: the paper's Table 2 analogue — naive, SDFT (λ = 0.1, 1, 3, 10) and the two SDFT λ = 1 weightings
    that keep the most smiles (constant, min-SNR; the benchmark's Table 4 models) edit held-out neutral
    limited-target portraits with the window that passed the bar (``--table-windows survival``: each model's own
@@ -31,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite.config import hardware, pick_device  # noqa: E402
+from sdft_lite.editing.asyrp import AsyrpConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
 from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
@@ -44,6 +47,10 @@ TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10",
                 "SDFT λ=1, constant w", "SDFT λ=1, min_snr w")   # the benchmark's labels (BenchmarkConfig.runs)
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
+
+
+def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> EditBenchConfig:
+    return dataclasses.replace(config, asyrp=dataclasses.replace(config.asyrp, lambda_l1=lambda_l1, scale=scale))
 
 
 def model_config(label: str, seed: int, quick: bool) -> TrainConfig | None:
@@ -87,9 +94,10 @@ def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -
     instruments = load_instruments(device, synthclip_path)
     unet = load_model(job["model"], job["seed"], job["quick"], device)
     row = asyrp_table_row(unet, instruments, job["config"], device)
-    window = (job["config"].asyrp.t_edit, job["config"].asyrp.t_edit_upper)
-    return {"part": job["part"], "model": job["model"], "seed": job["seed"], "window": window,
-            "direction_kind": job["config"].direction, **row}
+    asyrp = job["config"].asyrp
+    return {"part": job["part"], "model": job["model"], "seed": job["seed"],
+            "window": (asyrp.t_edit, asyrp.t_edit_upper), "direction_kind": job["config"].direction,
+            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, **row}
 
 
 def run_jobs(jobs: list[dict], args, write) -> list[dict]:
@@ -142,26 +150,38 @@ def earlier_calls(previous: dict) -> list[dict]:
     return [*carried, own]
 
 
+DEFAULT_RECIPE = (AsyrpConfig().lambda_l1, AsyrpConfig().scale)   # rows written before recipes were recorded
+
+
+def recipe(row: dict) -> tuple[float, float]:
+    """(λ_L1, c) of a run: the L1 term's weight in Δh's loss and Δh's strength at inference."""
+    return row.get("lambda_l1", DEFAULT_RECIPE[0]), row.get("scale", DEFAULT_RECIPE[1])
+
+
+def setting(row: dict) -> tuple:
+    """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c)."""
+    return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row))
+
+
 def latest_runs(rows: list[dict]) -> list[dict]:
-    """One row per (part, model, direction, window, seed), the latest: a run that repeats one --previous carried
-    replaces it instead of counting as another seed."""
-    by_run = {(row["part"], row["model"], row["direction_kind"], tuple(row["window"]), row["seed"]): row
-              for row in rows}
-    return list(by_run.values())
+    """One row per setting and seed, the latest: a run that repeats one --previous carried replaces it instead of
+    counting as another seed."""
+    return list({(*setting(row), row["seed"]): row for row in rows}.values())
 
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean ± sd over seeds per (part, model, direction, window)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["part"], row["model"], row["direction_kind"], tuple(row["window"])), []).append(row)
+        groups.setdefault(setting(row), []).append(row)
     summary = []
     order = {model: i for i, model in enumerate(("source", *TABLE_MODELS))}
-    for (part, model, kind, window), runs in sorted(groups.items(), key=lambda item: (item[0][0], item[0][2],
-                                                                                      order.get(item[0][1], 99),
-                                                                                      item[0][3])):
+    for (part, model, kind, window, lambda_l1, scale), runs in sorted(
+            groups.items(), key=lambda item: (item[0][0], item[0][2], order.get(item[0][1], 99), *item[0][3:])):
         entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
                  "judge": runs[0]["judge"]}
+        if (lambda_l1, scale) != DEFAULT_RECIPE:
+            entry.update(lambda_l1=lambda_l1, scale=scale)
         for kind_ in ("edit", "reconstruction"):
             for metric, stats in mean_sd([r[kind_] for r in runs]).items():
                 entry[f"{kind_}_{metric}"] = stats
@@ -173,9 +193,11 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def chosen_window(summary: list[dict], kind: str) -> tuple[int, int] | None:
-    """The bar's window for a direction: the one passing every criterion with the most smiles."""
-    passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())]
+def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] = DEFAULT_RECIPE
+                  ) -> tuple[int, int] | None:
+    """The bar's window for a direction and recipe: the one passing every criterion with the most smiles."""
+    passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())
+               and recipe(e) == recipe_]
     if not passing:
         return None
     return tuple(max(passing, key=lambda e: e["edit_smiling"]["mean"])["window"])
@@ -191,6 +213,12 @@ def main() -> int:
     parser.add_argument("--windows", default=";".join(f"{a},{b}" for a, b in WINDOWS),
                         help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'")
     parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
+    parser.add_argument("--bar-directions", default="synthclip,classifier", help="the directions the bar edits with")
+    parser.add_argument("--bar-recipes", default=f"{DEFAULT_RECIPE[0]:g}:{DEFAULT_RECIPE[1]:g}",
+                        help="the bar's Δh recipes, 'λ_L1:c;…' (λ_L1 weighs the L1 term that keeps the edit near "
+                             "the input; c is Δh's strength at inference), e.g. '3:1;10:1;3:0.8;3:0.6'")
+    parser.add_argument("--table-recipe", default=f"{DEFAULT_RECIPE[0]:g}:{DEFAULT_RECIPE[1]:g}",
+                        help="the table's Δh recipe, 'λ_L1:c' (default: Asyrp's)")
     parser.add_argument("--table-windows", choices=("bar", "survival"), default="bar",
                         help="the table's edit windows: the bar's (one for every model) or each model's own, from "
                              "its smile-survival curve (edit_window; needs the survival part, here or --previous)")
@@ -239,24 +267,30 @@ def main() -> int:
         result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing)}
         write()
     if "bar" in parts:
+        recipes = [tuple(float(v) for v in pair.split(":")) for pair in args.bar_recipes.split(";")]
         jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick,
-                 "config": with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed), window)}
-                for window in windows for kind in ("synthclip", "classifier") for seed in seeds]
+                 "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed),
+                                                   window), *recipe_)}
+                for window in windows for kind in args.bar_directions.split(",") for recipe_ in recipes
+                for seed in seeds]
         rows += run_jobs(jobs, args, write)
         write()
     if "table" in parts:
         summary = summarize(rows)
         fallback = tuple(int(t) for t in args.window.split(","))
+        table_recipe = tuple(float(v) for v in args.table_recipe.split(":"))
         kinds = args.directions.split(",")
         if args.table_windows == "survival":
             windows = {kind: own_windows(result.get("survival", {}), table_models) for kind in kinds}
         else:
-            windows = {kind: dict.fromkeys(table_models, chosen_window(summary, kind) or fallback) for kind in kinds}
+            windows = {kind: dict.fromkeys(table_models, chosen_window(summary, kind, table_recipe) or fallback)
+                       for kind in kinds}
         result["table_windows"] = {kind: {model: list(w) for model, w in by_model.items()}
                                    for kind, by_model in windows.items()}
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
-                 "config": with_window(dataclasses.replace(base, faces="limited", direction=kind, seed=seed),
-                                       windows[kind][model])}
+                 "config": with_recipe(with_window(dataclasses.replace(base, faces="limited", direction=kind,
+                                                                       seed=seed), windows[kind][model]),
+                                       *table_recipe)}
                 for model in table_models for kind in kinds for seed in seeds]
         rows += run_jobs(jobs, args, write)
         write()

@@ -70,3 +70,20 @@ def test_carried_rows_keep_the_provenance_of_every_earlier_call():
     own = {"command": "own", "commit": "c" * 40, "wall_seconds": 3.0,
            "earlier_calls": asyrp_editing.earlier_calls(table)}
     assert [call["command"] for call in asyrp_editing.earlier_calls(own)] == ["bar", "table", "own"]
+
+
+def test_a_recipe_is_its_own_setting_and_old_rows_have_asyrps():
+    """λ_L1 and c change the edit, so rows with another recipe are summarized apart; rows written before recipes
+    were recorded count as Asyrp's (λ_L1 = 3, c = 1), and only a non-default recipe is named in the summary."""
+    def row(seed, smiling, **recipe):
+        return {"part": "bar", "model": "source", "direction_kind": "classifier", "window": [200, 500], "seed": seed,
+                "judge": "SynthCLIP", "edit": {"smiling": smiling, "kept_mean": 0.96, "psnr_db": 28.0},
+                "reconstruction": {"smiling": 0.0, "kept_mean": 0.98, "psnr_db": 30.0}, **recipe}
+    rows = [row(0, 0.86), row(1, 0.88), row(0, 0.82, lambda_l1=3.0, scale=1.0), row(0, 0.70, lambda_l1=10.0, scale=0.8)]
+    summary = asyrp_editing.summarize(asyrp_editing.latest_runs(rows))
+    assert [(e.get("lambda_l1"), e.get("scale"), e["seeds"]) for e in summary] == [(None, None, 2), (10.0, 0.8, 1)]
+    assert summary[0]["edit_smiling"]["mean"] == pytest.approx(0.85)   # the explicit default replaced seed 0
+    assert asyrp_editing.chosen_window(summary, "classifier") == (200, 500)
+    assert asyrp_editing.chosen_window(summary, "classifier", (10.0, 0.8)) is None   # 0.70 < 0.8: fails the bar
+    config = asyrp_editing.with_recipe(asyrp_editing.EditBenchConfig(), 10.0, 0.8)
+    assert (config.asyrp.lambda_l1, config.asyrp.scale, config.asyrp.t_edit) == (10.0, 0.8, 200)

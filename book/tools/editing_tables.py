@@ -34,12 +34,20 @@ def survival_table(curves: dict) -> list[str]:
     return lines
 
 
+def setting_words(e: dict) -> str:
+    """An entry's window, and its Δh recipe where it is not Asyrp's (λ_L1 = 3, full strength c = 1)."""
+    words = f"{e['window'][0]}–{e['window'][1]}"
+    if "lambda_l1" in e:
+        words += f", λ_L1 {e['lambda_l1']:g}, c {e['scale']:g}"
+    return words
+
+
 def bar_table(summary: list[dict]) -> list[str]:
     lines = ["| direction | window | smiling (edit) | the trainer's own reading | smiling (reconstruction) | kept | "
              "PSNR (dB) | realism FD | passes |", "|---|---|---|---|---|---|---|---|---|"]
     for e in (e for e in summary if e["part"] == "bar"):
         passed = "yes" if all(e["bar"].values()) else "no: " + ", ".join(k for k, ok in e["bar"].items() if not ok)
-        lines.append(f"| {DIRECTION_NAMES[e['direction_kind']]} | {e['window'][0]}–{e['window'][1]} | "
+        lines.append(f"| {DIRECTION_NAMES[e['direction_kind']]} | {setting_words(e)} | "
                      f"{cell(e['edit_smiling'], 3)} | {cell(e['edit_smiling_by_trainer'], 3)} | "
                      f"{cell(e['reconstruction_smiling'], 3)} | {cell(e['edit_kept_mean'])} "
                      f"| {cell(e['edit_psnr_db'], 1)} | {cell(e['edit_realism_fd'])} | {passed} |")
@@ -68,7 +76,7 @@ def table2(entries: list[dict]) -> list[str]:
              "PSNR (dB) | S_dir (SynthCLIP) | realism FD |", "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         gain, sd = smile_gain(e)
-        lines.append(f"| {e['model']} | {e['window'][0]}–{e['window'][1]} | "
+        lines.append(f"| {e['model']} | {setting_words(e)} | "
                      f"{gain:+.3f}{f' ± {sd:.3f}' if e['seeds'] > 1 else ''} | "
                      f"{cell(e['edit_smiling'], 3)} | {cell(e['edit_smiling_by_trainer'], 3)} | "
                      f"{cell(e['edit_kept_mean'])} | {cell(e['edit_psnr_db'], 1)} | "

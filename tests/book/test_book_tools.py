@@ -307,3 +307,9 @@ def test_exercises_section_drops_solutions_and_fixes_links():
     text = exercises_page.exercises_section(notebook)
     assert text == "1. See [ch 2](../notebooks/02_x.ipynb).\n\n2. Next.\n\nafter"
     assert exercises_page.exercises_section({"cells": [cell("markdown", "# T")]}) is None
+
+
+def test_editing_tables_name_a_recipe_only_where_it_is_not_asyrps():
+    assert editing_tables.setting_words({"window": [200, 500]}) == "200–500"
+    assert editing_tables.setting_words({"window": [200, 500], "lambda_l1": 10.0, "scale": 0.8}) == \
+        "200–500, λ_L1 10, c 0.8"
