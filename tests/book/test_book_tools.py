@@ -187,7 +187,7 @@ def test_editing_verdict_is_computed_from_the_seeds():
     words = editing_tables.verdict(summary)
     assert "SDFT λ=3 +0.40 — more than naive" in words and "SDFT λ=0.1 +0.03 — no more than naive" in words
     lines = editing_tables.table2(summary)
-    assert lines[2].startswith("| naive | 300–500 | +0.020 ± 0.014 | 0.020 ± 0.010 |")
+    assert lines[2].startswith("| naive | 300–500 | +0.020 ± 0.014 | 0.020 | 0.500 |")
     failed = [editing_entry("table", model, "classifier", 0.001, 0.0) for model in ("naive", "SDFT λ=10")]
     assert editing_tables.verdict(failed).startswith("**No fine-tuned model's edit makes the portraits "
                                                      "smile** (at most 0.001")
@@ -313,3 +313,13 @@ def test_editing_tables_name_a_recipe_only_where_it_is_not_asyrps():
     assert editing_tables.setting_words({"window": [200, 500]}) == "200–500"
     assert editing_tables.setting_words({"window": [200, 500], "lambda_l1": 10.0, "scale": 0.8}) == \
         "200–500, λ_L1 10, c 0.8"
+
+
+def test_bar_table_names_the_criteria_an_edit_fails():
+    entry = editing_entry("bar", "source", "classifier", 0.864, 0.0)
+    entry["bar"] = {"smiling ≥ 0.8": True, "reconstruction smiling ≤ 0.02": True, "kept ≥ 0.95": False,
+                    "PSNR ≥ 27 dB": True}
+    passing = dict(entry, bar=dict.fromkeys(entry["bar"], True))
+    rows = editing_tables.bar_table([entry, passing])[2:]
+    assert rows[0].startswith("| classifier | 300–500 | 0.864 ± 0.010 |") and rows[0].endswith("| kept |")
+    assert rows[1].endswith("| — |")
