@@ -133,3 +133,14 @@ def test_every_figure_has_a_numbered_caption(chapter):
             following = next((c for c in notebook.cells[index + 1:] if c.cell_type == "markdown"), None)
             assert following is not None and following.source.startswith(f"*Figure {number}.{k}. "), \
                 f"cell {index}: figure {number}.{k} has no caption"
+
+
+def test_a_solution_and_what_it_prints_stay_folded_until_the_reader_opens_them(chapter):
+    """The code cell under a collapsed "Solution" dropdown is folded whole (`hide-cell`: code and output), so the
+    answer it prints or draws is not on the page beside the exercise before the reader asks for it."""
+    path, notebook = chapter
+    solutions = [cell for previous, cell in zip(notebook.cells, notebook.cells[1:])
+                 if cell.cell_type == "code" and previous.cell_type == "markdown"
+                 and previous.source.lstrip().startswith("```{dropdown} Solution")]
+    unfolded = [cell.source.splitlines()[0] for cell in solutions if "hide-cell" not in cell.metadata.get("tags", [])]
+    assert not unfolded, f"{path.name}: solution cells shown unfolded: {unfolded}"
