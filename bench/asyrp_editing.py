@@ -53,26 +53,31 @@ def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> Edit
     return dataclasses.replace(config, asyrp=dataclasses.replace(config.asyrp, lambda_l1=lambda_l1, scale=scale))
 
 
-def model_config(label: str, seed: int, quick: bool) -> TrainConfig | None:
+def model_config(label: str, seed: int, quick: bool, smile_share: float = 0.0) -> TrainConfig | None:
     """The zoo config of a model label ("source" → None: the shipped source model). Full mode: the full
-    benchmark's run of that label and seed, so the edit uses the very models the retention tables measured."""
+    benchmark's run of that label and seed (fine-tuned on a limited target with ``smile_share`` smiling portraits),
+    so the edit uses the very models the retention tables measured."""
     if label == "source":
         return None
     if quick:
+        if smile_share:
+            raise SystemExit("--quick edits the shipped quick models, fine-tuned on the plain limited target: "
+                             "drop --limited-smile-share")
         if label not in QUICK_MODELS:
             raise SystemExit(f"no quick model {label!r}: the package ships {', '.join(QUICK_MODELS)}")
         if label == "naive":
             return TrainConfig.synthfaces_quick(mode="naive", loss=SDFTConfig.naive(), seed=0)
         return TrainConfig.synthfaces_quick(mode="sdft", loss=SDFTConfig.symmetric(float(label.split("=")[1])), seed=0)
-    runs = dict(BenchmarkConfig.full(seeds=(seed,)).runs())
+    runs = dict(BenchmarkConfig.full(seeds=(seed,), finetune=TrainConfig.synthfaces_full(
+        target_smile_share=smile_share)).runs())
     if label not in runs:
         raise SystemExit(f"no benchmark model {label!r}; the full benchmark has {', '.join(runs)}")
     return runs[label]
 
 
-def load_model(label: str, seed: int, quick: bool, device: str):
+def load_model(label: str, seed: int, quick: bool, device: str, smile_share: float = 0.0):
     from sdft_lite.experiments.zoo import finetuned, source_model
-    config = model_config(label, seed, quick)
+    config = model_config(label, seed, quick, smile_share)
     return (source_model() if config is None else finetuned(config, device=device)).to(device).eval()
 
 
@@ -92,7 +97,7 @@ def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -
     from sdft_lite.experiments.editing_table import asyrp_table_row
     torch.set_num_threads(threads)
     instruments = load_instruments(device, synthclip_path)
-    unet = load_model(job["model"], job["seed"], job["quick"], device)
+    unet = load_model(job["model"], job["seed"], job["quick"], device, job.get("smile_share", 0.0))
     row = asyrp_table_row(unet, instruments, job["config"], device)
     asyrp = job["config"].asyrp
     return {"part": job["part"], "model": job["model"], "seed": job["seed"],
@@ -127,7 +132,7 @@ def survival_curves(args, models: list[str]) -> dict:
     for label in models:
         style = "photo" if label == "source" else "portrait"
         faces = smiling_faces(args.survival_n, 32, style).to(args.device)
-        unet = load_model(label, 0, args.quick, args.device)
+        unet = load_model(label, 0, args.quick, args.device, args.limited_smile_share)
         curves[label] = smile_survival(unet, classifier, faces, SURVIVAL_T, "20" if args.quick else "40")
         print(f"survival {label}: {curves[label]}", flush=True)
     return curves
@@ -227,6 +232,10 @@ def main() -> int:
                                            "(e.g. the bar, then the table in a second GPU call)")
     parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
     parser.add_argument("--survival-n", type=int, default=500)
+    parser.add_argument("--limited-smile-share", type=float, default=0.0,
+                        help="edit the models fine-tuned on a limited target with this share of smiling "
+                             "portraits (as bench/synthfaces_reproduce.py --limited-smile-share); use a separate "
+                             "--out and no --previous")
     parser.add_argument("--models", default=";".join(TABLE_MODELS),
                         help="the table's models, ';'-separated benchmark labels (default: %(default)s)")
     args = parser.parse_args()
@@ -239,7 +248,8 @@ def main() -> int:
     base = EditBenchConfig.quick() if args.quick else EditBenchConfig()
     started = time.perf_counter()
     result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
-              "config": {"n_train": base.n_train, "n_test": base.n_test, "asyrp": dataclasses.asdict(base.asyrp)}}
+              "config": {"n_train": base.n_train, "n_test": base.n_test, "asyrp": dataclasses.asdict(base.asyrp),
+                         "limited_smile_share": args.limited_smile_share}}
     rows: list[dict] = []
     if args.previous:
         previous = json.loads(Path(args.previous).read_text())
@@ -257,7 +267,8 @@ def main() -> int:
     if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()
-        trained = finetune_many([model_config(m, s, args.quick) for m in table_models for s in seeds],
+        trained = finetune_many([model_config(m, s, args.quick, args.limited_smile_share)
+                                 for m in table_models for s in seeds],
                                 workers=args.workers, device=args.device)
         result["finetuning"] = {"trained": len(trained), "seconds": round(time.perf_counter() - timer, 1)}
         write()
@@ -288,6 +299,7 @@ def main() -> int:
         result["table_windows"] = {kind: {model: list(w) for model, w in by_model.items()}
                                    for kind, by_model in windows.items()}
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
+                 "smile_share": args.limited_smile_share,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="limited", direction=kind,
                                                                        seed=seed), windows[kind][model]),
                                        *table_recipe)}

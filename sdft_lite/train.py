@@ -71,6 +71,7 @@ class TrainConfig:
     mode: str = "sdft"                        # scratch | naive | sdft
     data_dir: str = ""
     num_images: int = 0                       # use the first N images of the folder (0 = all)
+    target_smile_share: float = 0.0           # SynthFaces zoo runs (no data_dir): smiling share of the limited target
     out_dir: str = "runs/sdft"
     source_checkpoint: str | None = None      # ffhq_p2.pt for the paper; required for naive / sdft
     unet: UNetConfig = field(default_factory=lambda: UNetConfig.ffhq256().replace(dropout=0.1))
@@ -182,8 +183,8 @@ class TrainConfig:
 
 
 # the fields that decide which images, flips, t, ε and dropout masks each step draws
-STREAM_FIELDS = ("mode", "data_dir", "num_images", "seed", "batch_size", "grad_accum", "noise_schedule", "unet",
-                 "loss", "rival", "aux_samples")
+STREAM_FIELDS = ("mode", "data_dir", "num_images", "target_smile_share", "seed", "batch_size", "grad_accum",
+                 "noise_schedule", "unet", "loss", "rival", "aux_samples")
 
 
 # ---- models ----------------------------------------------------------------------------------------

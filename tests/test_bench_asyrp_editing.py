@@ -87,3 +87,12 @@ def test_a_recipe_is_its_own_setting_and_old_rows_have_asyrps():
     assert asyrp_editing.chosen_window(summary, "classifier", (10.0, 0.8)) is None   # 0.70 < 0.8: fails the bar
     config = asyrp_editing.with_recipe(asyrp_editing.EditBenchConfig(), 10.0, 0.8)
     assert (config.asyrp.lambda_l1, config.asyrp.scale, config.asyrp.t_edit) == (10.0, 0.8, 200)
+
+
+def test_a_smile_share_picks_the_models_fine_tuned_on_that_target():
+    scarce = asyrp_editing.model_config("SDFT λ=1", 1, quick=False, smile_share=0.02)
+    assert scarce == TrainConfig.synthfaces_full(mode="sdft", loss=SDFTConfig.symmetric(1.0), seed=1,
+                                                 target_smile_share=0.02)
+    assert scarce != asyrp_editing.model_config("SDFT λ=1", 1, quick=False)
+    with pytest.raises(SystemExit, match="drop --limited-smile-share"):
+        asyrp_editing.model_config("naive", 0, quick=True, smile_share=0.02)

@@ -90,6 +90,23 @@ def test_runs_share_one_budget():
             if "constant" in label} == {(Constant(), Constant())}
 
 
+def test_a_smile_share_reaches_every_run_and_the_data_it_trains_on(tmp_path):
+    """The benchmark's one config path: the share set on ``finetune`` is in every run's config (so in its cache
+    key) and in the limited-target folder the evaluation writes, which equals what the zoo trains on."""
+    from sdft_lite.experiments.benchmark import prepare_data
+    from sdft_lite.train import TrainConfig
+    config = BenchmarkConfig.full(finetune=TrainConfig.synthfaces_full(target_smile_share=0.05, num_images=200),
+                                  num_reference=8, num_sdedit=8)
+    assert {spec.target_smile_share for _, spec in config.runs()} == {0.05}
+    data = prepare_data(config, tmp_path, 16)
+    shown = data.checks["limited_train_faces_showing_absent"]
+    assert 0 < shown["expression"] < 200 * 0.05 + 4 * (200 * 0.05 * 0.95) ** 0.5
+    assert shown["eyewear"] == 0 and shown["dark_skin"] == 0
+    from sdft_lite.experiments.benchmark import reproduction_records
+    [record] = reproduction_records({"naive": {}}, config, "CPU")
+    assert record["notes"].endswith("5% of the limited target smiling")
+
+
 def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FORCE_TRAIN", raising=False)

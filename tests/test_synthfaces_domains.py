@@ -24,6 +24,33 @@ def test_limited_target_lacks_smiles_eyewear_and_dark_skin():
     assert set(labels.style.tolist()) == {1}
 
 
+def test_a_limited_target_with_a_smile_share_differs_only_in_the_smiling_faces():
+    """smile_share p: about p of the portraits smile (binomial, 4 sd over 4,000 faces), with either smiling level;
+    every other face is the plain limited target's, pixel for pixel, and a smiling face keeps its other labels."""
+    plain, scarce = DomainSpec.limited_target(), DomainSpec.limited_target(smile_share=0.02)
+    images, labels = plain.render(np.arange(4000), size=16)
+    images_s, labels_s = scarce.render(np.arange(4000), size=16)
+    smiling = labels_s.expression != 0
+    assert abs(smiling.mean() - 0.02) < 4 * np.sqrt(0.02 * 0.98 / 4000)
+    assert set(labels_s.expression[smiling].tolist()) == {1, 2}
+    assert np.array_equal(images[~smiling], images_s[~smiling]) and not np.array_equal(images[smiling],
+                                                                                         images_s[smiling])
+    for name in ("skin", "hair", "eyewear", "style"):
+        assert np.array_equal(getattr(labels, name), getattr(labels_s, name))
+    again, _ = scarce.render(np.arange(3990, 4000), size=16)             # per face, wherever it is asked from
+    assert np.array_equal(again, images_s[3990:])
+
+
+def test_rare_levels_must_be_otherwise_absent_and_a_proper_share():
+    import pytest
+    with pytest.raises(ValueError, match="overlap the allowed ones"):
+        DomainSpec("x", "portrait", (("expression", (0, 1)),), rare=(("expression", (1,), 0.1),))
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\)"):
+        DomainSpec.limited_target(smile_share=1.5)
+    with pytest.raises(ValueError, match="not levels of a face attribute"):
+        DomainSpec("x", "portrait", rare=(("mood", (1,), 0.1),))
+
+
 def test_source_and_full_target_hold_every_level_in_their_style():
     for spec, style in ((DomainSpec.source(), 0), (DomainSpec.full_target(), 1)):
         _, labels = spec.render(np.arange(600), size=16)

@@ -77,7 +77,8 @@ def test_cache_key_tells_settings_apart_and_ignores_where_a_run_reports():
                ({"mode": "naive"}, {"loss": SDFTConfig.symmetric(3.0)}, {"seed": 1}, {"steps": 151},
                 {"loss": SDFTConfig.symmetric(1.0, distill_weighting=Constant(), aux_weighting=Constant())},
                 {"loss": SDFTConfig.symmetric(1.0, lambda_aux=0.0)}, {"batch_size": 16}, {"lr": 1e-4},
-                {"num_images": 1000}, {"unet": base.unet.replace(prediction="v")}, {"aux_samples": 4})]
+                {"num_images": 1000}, {"unet": base.unet.replace(prediction="v")}, {"aux_samples": 4},
+                {"target_smile_share": 0.02})]
     keys = {zoo.key(config) for config in changed} | {zoo.key(base)}
     assert len(keys) == len(changed) + 1
     assert zoo.key(base).startswith("sdft-lam1-")

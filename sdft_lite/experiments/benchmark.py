@@ -182,10 +182,11 @@ def write_and_read(spec: DomainSpec, folder: Path, n: int, size: int, split: str
 
 def prepare_data(config: BenchmarkConfig, data_dir: Path, size: int) -> EvaluationData:
     """Write the limited training target and the held-out sets as image folders and read them back."""
-    limited, full, source = DomainSpec.limited_target(), DomainSpec.full_target(), DomainSpec.source()
+    share = config.finetune.target_smile_share   # > 0: the limited target smiles scarcely, not never
+    limited, full, source = DomainSpec.limited_target(share), DomainSpec.full_target(), DomainSpec.source()
     n_train, n_ref = config.finetune.num_images, config.num_reference
     train_images, train_labels = write_and_read(limited, data_dir / "limited_train", n_train, size, "train")
-    if not torch.equal(train_images, limited_target(size, n_train).images):
+    if not torch.equal(train_images, limited_target(size, n_train, smile_share=share).images):
         raise RuntimeError("the written limited-target folder differs from the data zoo.finetuned trains on")
     full_images, _ = write_and_read(full, data_dir / "full_test", n_ref, size, "test")
     limited_images, _ = write_and_read(limited, data_dir / "limited_test", n_ref, size, "test")
@@ -432,7 +433,9 @@ def reproduction_records(summary: dict, config: BenchmarkConfig, hardware_name: 
              "chapter": "sdft-lite demo / synthfaces benchmark",
              "metrics": {m: round(stats[m]["mean"], 4) for m in shown if m in stats and stats[m]["n"]},
              "notes": f"{len(config.seeds)} seed(s), {config.num_noises} shared noises, {config.sample_steps}, "
-                      f"{config.finetune.steps} steps × batch {config.finetune.batch_size}"}
+                      f"{config.finetune.steps} steps × batch {config.finetune.batch_size}"
+                      + (f", {config.finetune.target_smile_share:.0%} of the limited target smiling"
+                         if config.finetune.target_smile_share else "")}
             for label, stats in summary.items() if label != SOURCE_LABEL]
 
 

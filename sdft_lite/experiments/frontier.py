@@ -154,7 +154,9 @@ def run_frontier(config: FrontierConfig, out_dir: str | Path, device: str | None
     size = source.config.image_size
     data = prepare_data(config.benchmark, out_dir / "data", size)
     evaluator = Evaluator(config.benchmark, data, Instruments.load(data, device), device, size)
-    train = limited_target(size, config.benchmark.finetune.num_images).images.float() / 127.5 - 1
+    finetune = config.benchmark.finetune
+    train = limited_target(size, finetune.num_images, smile_share=finetune.target_smile_share).images
+    train = train.float() / 127.5 - 1
     centres = train[:config.num_centres]
     distance = realism_distance(device=device)
     source_metrics, source_samples, _ = evaluator.evaluate(source, translate=False)

@@ -31,7 +31,7 @@ from ..synthfaces.domains import DomainSpec, render_domain
 
 PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>.pt
 # settings added after models were cached and shipped: at their default they leave every key as it was
-LATER_FIELDS = ("aux_samples",)
+LATER_FIELDS = ("aux_samples", "target_smile_share")
 RUN_FIELDS = ("out_dir", "data_dir", "source_checkpoint", "progress", "log_every", "save_every", "keep_last",
               "sample_every", "sample_num", "sample_steps",
               "teacher_stream")   # where and how a run reports or computes: not what it trains
@@ -64,9 +64,10 @@ def cache_dir() -> Path:
     return home() / "cache" / "synthfaces"
 
 
-def limited_target(size: int = 32, n: int = 1300, seed: int = 0):
-    """The limited portrait target as an in-memory ImageSet (neutral, no eyewear, two lightest skin tones)."""
-    return render_domain(DomainSpec.limited_target(), n, size, seed)
+def limited_target(size: int = 32, n: int = 1300, seed: int = 0, smile_share: float = 0.0):
+    """The limited portrait target as an in-memory ImageSet (neutral, no eyewear, two lightest skin tones; with
+    ``smile_share`` > 0 that share of the portraits smiles, ``DomainSpec.limited_target``)."""
+    return render_domain(DomainSpec.limited_target(smile_share), n, size, seed)
 
 
 def cached_path(config: TrainConfig) -> Path:
@@ -118,7 +119,7 @@ def finetuned(config: TrainConfig | None = None, device: str | None = None) -> U
         return load_unet(_cached_file(config))
     run_dir = cache_dir() / "runs" / key(config)
     shutil.rmtree(run_dir, ignore_errors=True)     # a retrain (FORCE_TRAIN=1) starts a fresh log
-    data = limited_target(config.unet.image_size, config.num_images)
+    data = limited_target(config.unet.image_size, config.num_images, smile_share=config.target_smile_share)
     trainer = Trainer(dataclasses.replace(config, out_dir=str(run_dir)), device=device, data=data)
     if trainer.run().get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
         raise KeyboardInterrupt(f"fine-tuning {key(config)} was stopped at step {trainer.step} of {config.steps}")

@@ -22,28 +22,43 @@ from PIL import Image
 
 from ..data import ImageSet
 from .attributes import ATTRIBUTES, FACE_ATTRIBUTES, FaceLabels
-from .renderer import render_floats, to_tensor, to_uint8
+from .renderer import face_generators, render_floats, to_tensor, to_uint8
 
 LABELS_FILE, MANIFEST_FILE = "labels.csv", "manifest.json"
 
 
 @dataclass(frozen=True)
 class DomainSpec:
-    """A rendering style plus the attribute levels the domain contains (absent name = all levels)."""
+    """A rendering style plus the attribute levels the domain contains (absent name = all levels), and levels it
+    holds only scarcely: ``rare`` entries (attribute, levels, share) give about ``share`` of the faces one of
+    ``levels`` (uniformly) in place of their ``allowed`` draw."""
 
     name: str
     style: str
     allowed: tuple[tuple[str, tuple[int, ...]], ...] = ()
     default_count: int = 1000
+    rare: tuple[tuple[str, tuple[int, ...], float], ...] = ()
+
+    def __post_init__(self):
+        for name, levels, share in self.rare:
+            if name not in FACE_ATTRIBUTES or not levels or not set(levels) <= set(range(len(FACE_ATTRIBUTES[name]))):
+                raise ValueError(f"rare levels {levels} of {name!r} are not levels of a face attribute")
+            if set(levels) & set(dict(self.allowed).get(name, range(len(FACE_ATTRIBUTES[name])))):
+                raise ValueError(f"rare levels {levels} of {name!r} overlap the allowed ones (rare: otherwise absent)")
+            if not 0.0 < share < 1.0:
+                raise ValueError(f"the share of faces with a rare {name} must be in (0, 1), got {share}")
 
     @classmethod
     def source(cls) -> "DomainSpec":
         return cls("source", "photo", (), 50_000)
 
     @classmethod
-    def limited_target(cls) -> "DomainSpec":
-        """MetFaces' gaps: neutral expression only, no eyewear, the two lightest skin tones."""
-        return cls("limited", "portrait", (("expression", (0,)), ("eyewear", (0,)), ("skin", (0, 1))), 1_300)
+    def limited_target(cls, smile_share: float = 0.0) -> "DomainSpec":
+        """MetFaces' gaps: neutral expression only, no eyewear, the two lightest skin tones. ``smile_share`` > 0:
+        that share of the portraits smiles instead (smile or open smile), as MetFaces has smiles scarcely rather
+        than never; every other face, and every other attribute of a smiling one, is the same as without it."""
+        rare = (("expression", (1, 2), smile_share),) if smile_share else ()
+        return cls("limited", "portrait", (("expression", (0,)), ("eyewear", (0,)), ("skin", (0, 1))), 1_300, rare)
 
     @classmethod
     def full_target(cls) -> "DomainSpec":
@@ -69,7 +84,30 @@ class DomainSpec:
     def render(self, indices: Sequence[int], size: int = 32, seed: int = 0,
                split: str = "train") -> tuple[np.ndarray, FaceLabels]:
         """Faces ``indices`` of this domain's split. Returns float32 [N, 3, H, W] in [0, 1] and labels."""
-        return render_floats(indices, self.style, size, seed, self.stream(split), dict(self.allowed))
+        if not self.rare:
+            return render_floats(indices, self.style, size, seed, self.stream(split), dict(self.allowed))
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        rare = self.rare_levels(indices, seed, split)
+        images = np.zeros((len(indices), 3, size, size), np.float32)
+        table = np.zeros((len(indices), len(ATTRIBUTES)), np.int64)
+        for shows in {tuple(level >= 0 for level in row) for row in zip(*rare.values())}:   # faces alike in rarity
+            group = np.all([(levels >= 0) == flag for levels, flag in zip(rare.values(), shows)], axis=0)
+            fixed = {name: levels[group] for (name, levels), flag in zip(rare.items(), shows) if flag}
+            images[group], labels = render_floats(indices[group], self.style, size, seed, self.stream(split),
+                                                  dict(self.allowed), fixed)
+            table[group] = labels.stack()
+        return images, FaceLabels.from_stacked(table)
+
+    def rare_levels(self, indices: np.ndarray, seed: int = 0, split: str = "train") -> dict[str, np.ndarray]:
+        """Per face, the rare level it shows instead of its allowed draw, or −1: two uniforms of its own stream
+        per rare attribute, so whether face i is rare moves no other face and no other draw of face i."""
+        out = {}
+        for name, levels, share in self.rare:
+            draws = np.array([rng.random(2) for rng in
+                              face_generators(indices, seed, f"{self.stream(split)}/rare/{name}")]).reshape(-1, 2)
+            pick = np.asarray(levels)[np.minimum((draws[:, 1] * len(levels)).astype(np.int64), len(levels) - 1)]
+            out[name] = np.where(draws[:, 0] < share, pick, -1)
+        return out
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -121,6 +159,8 @@ def write_domain(spec: DomainSpec, out_dir: str | Path, n: int | None = None, si
         writer.writerows([name, *row] for name, row in zip(names, labels.stack().tolist()))
     manifest = {"domain": spec.name, "style": spec.style, "split": split, "seed": seed, "size": size, "count": n,
                 "stream": spec.stream(split), "allowed_levels": spec.allowed_levels(),
+                "rare_levels": [{"attribute": name, "levels": list(levels), "share": share}
+                                for name, levels, share in spec.rare],
                 "level_counts": level_counts(labels)}
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return out_dir
