@@ -163,6 +163,12 @@ def recipe(row: dict) -> tuple[float, float]:
     return row.get("lambda_l1", DEFAULT_RECIPE[0]), row.get("scale", DEFAULT_RECIPE[1])
 
 
+def parse_recipe(text: str) -> tuple[float, float]:
+    """'λ_L1:c' → (λ_L1, c)."""
+    lambda_l1, scale = (float(v) for v in text.split(":"))
+    return lambda_l1, scale
+
+
 def setting(row: dict) -> tuple:
     """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c)."""
     return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row))
@@ -175,7 +181,7 @@ def latest_runs(rows: list[dict]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean ± sd over seeds per (part, model, direction, window)."""
+    """Mean ± sd over seeds per setting (part, model, direction, window, λ_L1, c)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(setting(row), []).append(row)
@@ -278,7 +284,7 @@ def main() -> int:
         result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing)}
         write()
     if "bar" in parts:
-        recipes = [tuple(float(v) for v in pair.split(":")) for pair in args.bar_recipes.split(";")]
+        recipes = [parse_recipe(pair) for pair in args.bar_recipes.split(";")]
         jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed),
                                                    window), *recipe_)}
@@ -289,7 +295,7 @@ def main() -> int:
     if "table" in parts:
         summary = summarize(rows)
         fallback = tuple(int(t) for t in args.window.split(","))
-        table_recipe = tuple(float(v) for v in args.table_recipe.split(":"))
+        table_recipe = parse_recipe(args.table_recipe)
         kinds = args.directions.split(",")
         if args.table_windows == "survival":
             windows = {kind: own_windows(result.get("survival", {}), table_models) for kind in kinds}
