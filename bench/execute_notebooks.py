@@ -5,7 +5,10 @@
 Each notebook runs in a fresh kernel with the notebooks folder as working directory; the executed copy is written
 to --out under the same name (the original is left alone), and a failing cell stops that notebook only. Execution
 timestamps are dropped (each cell's wall time is kept in the summary) and consecutive pieces of one output stream
-joined. A summary (notebook, status, seconds, per-cell seconds, hardware) goes to --out/executed.json. Needs nbclient and ipykernel.
+joined. A summary (notebook, status, seconds, per-cell seconds, hardware) goes to --out/executed.json, rewritten
+after each notebook. ``--deadline S`` ends the whole run S seconds after it starts: the cell running then is
+stopped, and that notebook is written as far as it got (with its per-cell times) - unlike a call killed from
+outside, which leaves nothing. Needs nbclient and ipykernel.
 """
 from __future__ import annotations
 
@@ -56,9 +59,19 @@ def merge_streams(notebook) -> None:
             cell.outputs = merged
 
 
-def execute(path: Path, out_dir: Path, timeout: int) -> dict:
+def cell_timeout(timeout: int, deadline: float | None):
+    """nbclient's per-cell time limit: ``timeout`` seconds, or what is left before ``deadline`` (a
+    ``time.monotonic()`` value) if that is sooner, and at least one second."""
+    def seconds_for(_cell) -> int:
+        if deadline is None:
+            return timeout
+        return max(1, min(timeout, int(deadline - time.monotonic())))
+    return seconds_for
+
+
+def execute(path: Path, out_dir: Path, timeout: int, deadline: float | None = None) -> dict:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(notebook, timeout_func=cell_timeout(timeout, deadline), kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     started, status = time.perf_counter(), "ok"
     try:
@@ -83,16 +96,27 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds for the whole run; the cell running then is stopped and its notebook kept")
     args = parser.parse_args()
+    deadline = None if args.deadline is None else time.monotonic() + args.deadline
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [execute(path, args.out, args.timeout) for path in args.notebooks]
+    device, results = device_name(), []
+    for path in args.notebooks:
+        if deadline is not None and deadline - time.monotonic() < 1:
+            results.append({"notebook": path.name, "status": "not run: deadline", "seconds": 0.0, "cells": []})
+        else:
+            results.append(execute(path, args.out, args.timeout, deadline))
+        (args.out / "executed.json").write_text(json.dumps({"device": device, "runs": results}, indent=2))
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def device_name() -> str:
     try:
         import torch
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     except ImportError:
-        device = "unknown"
-    (args.out / "executed.json").write_text(json.dumps({"device": device, "runs": results}, indent=2))
-    return 0 if all(r["status"] == "ok" for r in results) else 1
+        return "unknown"
 
 
 if __name__ == "__main__":

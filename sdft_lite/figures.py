@@ -20,7 +20,8 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.text import Text
+from matplotlib.text import Annotation, Text
+from matplotlib.transforms import Bbox
 
 from .sample import make_grid
 
@@ -62,14 +63,79 @@ def readable(figure: Figure, min_points: float = MIN_POINTS) -> Figure:
     return figure
 
 
+POINT_LABEL = "point-label"   # the gid that marks a point's label for :func:`spread_labels`
+
+
+def label_point(ax, text: str, xy: tuple[float, float]) -> Annotation:
+    """Annotate the data point ``xy`` with ``text``; :func:`spread_labels` later moves it clear of the others. The
+    label takes no part in the layout (the axes do not shrink or move for it), so moving it moves nothing else."""
+    label = ax.annotate(text, xy, textcoords="offset points", xytext=(4, 3), fontsize=8, gid=POINT_LABEL,
+                        ha="left", va="bottom", annotation_clip=False)
+    label.set_in_layout(False)
+    return label
+
+
+def label_offsets(width: float, height: float, rings: int = 6) -> list[tuple[float, float]]:
+    """Where a label may go, nearest first: its lower-left corner's offset in points from the point it names, on
+    rings 4, 11, 18, ... points away (right, left, above, below and the four corners) for a ``width`` × ``height``
+    (points) label."""
+    offsets = []
+    for ring in range(rings):
+        d = 4.0 + 7.0 * ring
+        offsets += [(d, 0.6 * d), (d, -height - 0.6 * d), (-width - d, 0.6 * d), (-width - d, -height - 0.6 * d),
+                    (d, -height / 2), (-width - d, -height / 2), (-width / 2, d), (-width / 2, -height - d)]
+    return offsets
+
+
+def overlap(a: Bbox, b: Bbox) -> float:
+    """The area two boxes share (display units squared)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def spread_labels(figure: Figure) -> Figure:
+    """Move every point label (:func:`label_point`) of ``figure`` to the nearest offset where it covers no other
+    label, no marker and stays inside its axes (greedy, in the order drawn; the least-covering offset if none is
+    free). A label moved off the first ring gets a thin leader line to its point. In place; returns the figure."""
+    figure.draw_without_rendering()   # the layout settles first: the extents below are the drawn ones
+    to_display = figure.dpi / 72.0
+    for ax in figure.axes:
+        labels = [t for t in ax.texts if isinstance(t, Annotation) and t.get_gid() == POINT_LABEL]
+        anchors = [ax.transData.transform(label.xy) for label in labels]
+        markers = [Bbox.from_extents(x - 4 * to_display, y - 4 * to_display, x + 4 * to_display, y + 4 * to_display)
+                   for x, y in anchors]
+        inside, placed = ax.get_window_extent(), []
+        for label, (x, y) in zip(labels, anchors):
+            box = label.get_window_extent()
+            width, height = box.width / to_display, box.height / to_display
+            candidates = label_offsets(width, height)
+
+            def cost(offset):
+                at = Bbox.from_bounds(x + offset[0] * to_display, y + offset[1] * to_display, box.width, box.height)
+                outside = box.width * box.height - overlap(at, inside)
+                return (10 * sum(overlap(at, other) for other in placed) + 3 * sum(overlap(at, m) for m in markers)
+                        + outside)
+            best = next((o for o in candidates if cost(o) == 0), None) or min(candidates, key=cost)
+            placed.append(Bbox.from_bounds(x + best[0] * to_display, y + best[1] * to_display, box.width, box.height))
+            if candidates.index(best) < 8:
+                label.xyann = best
+            else:   # an annotation's leader line is made with it: draw the label anew, with one
+                label.remove()
+                ax.annotate(label.get_text(), label.xy, textcoords="offset points", xytext=best, gid=POINT_LABEL,
+                            fontsize=label.get_fontsize(), color=label.get_color(), ha="left", va="bottom",
+                            annotation_clip=False, in_layout=False,
+                            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 1, "shrinkB": 3})
+    return figure
+
+
 def styled(builder):
-    """Build the figure under :data:`STYLE` and make its text :func:`readable` (the decorator of every builder)."""
+    """Build the figure under :data:`STYLE`, make its text :func:`readable` and move its point labels clear of each
+    other (:func:`spread_labels`): the decorator of every builder."""
     @functools.wraps(builder)
     def build(*args, **kwargs) -> Figure:
         with matplotlib.rc_context(STYLE):
             figure = builder(*args, **kwargs)
             figure.draw_without_rendering()   # tick labels exist only once the figure has been laid out
-            return readable(figure)
+            return spread_labels(readable(figure))
     return build
 
 
@@ -147,7 +213,7 @@ def frontier(points: Mapping[str, Mapping[str, tuple[float, float, float, float]
             ax.errorbar(x, y, xerr=None if math.isnan(dx) else dx, yerr=None if math.isnan(dy) else dy, fmt="o",
                         color=colours.get(label, "tab:purple"), capsize=3, zorder=2, markersize=5,
                         label=group if groups else None)
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+            label_point(ax, text, (x, y))
         ax.set(xlabel=xlabels[panel], ylabel=ylabel, ylim=(-0.05, 1.08), xscale="log" if panel in log_x else "linear")
         ax.grid(alpha=0.3)
     if groups:

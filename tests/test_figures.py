@@ -5,6 +5,7 @@ import re
 
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from sdft_lite.figures import slider_player
 
@@ -87,3 +88,56 @@ def test_building_figures_leaves_global_matplotlib_state_alone():
     import sys
     if "matplotlib.pyplot" in sys.modules:      # nothing registered with pyplot's figure manager
         assert not sys.modules["matplotlib.pyplot"].get_fignums()
+
+
+# --- point labels: moved clear of each other, of the markers and of the axes' edges ---
+
+def label_boxes(figure):
+    figure.draw_without_rendering()
+    return [(ax, Text.get_window_extent(t)) for ax in figure.axes for t in ax.texts   # the text, not its leader
+            if t.get_gid() == figures.POINT_LABEL]
+
+
+def overlapping_pairs(figure):
+    boxes = label_boxes(figure)
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+            if boxes[i][0] is boxes[j][0] and figures.overlap(boxes[i][1], boxes[j][1]) > 0]
+
+
+def crowded_points(n=9):
+    # a λ sweep bunched in one corner, as the benchmark's small-λ runs are: the plain offset piles their labels up
+    panel = {f"SDFT λ={lam:g}": (0.10 + 0.004 * k, 0.02 + 0.01 * k, float("nan"), float("nan"))
+             for k, lam in enumerate([0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000][:n])}
+    panel["naive"] = (0.105, 0.03, float("nan"), float("nan"))
+    return {"fd": panel, "style": dict(panel)}
+
+
+def test_crowded_point_labels_do_not_overlap_and_stay_inside_their_axes():
+    points = crowded_points()
+    figure = figures.frontier(points, {p: p for p in points}, "retention", "crowded", {}, line=list(points["fd"]))
+    assert not overlapping_pairs(figure)
+    for ax, box in label_boxes(figure):
+        inside = ax.get_window_extent()
+        assert figures.overlap(box, inside) > 0.95 * box.width * box.height
+
+
+def test_the_overlap_check_sees_labels_left_where_they_were_drawn():
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    for label, (x, y, _, _) in crowded_points()["fd"].items():
+        ax.scatter(x, y)
+        figures.label_point(ax, label, (x, y))      # not spread: the plain offset
+    assert overlapping_pairs(figure)
+    figures.spread_labels(figure)
+    assert not overlapping_pairs(figure)
+
+
+def test_a_label_moved_away_from_its_point_gets_a_leader_line():
+    figure = figures.spread_labels(Figure(figsize=(4, 3)))   # no labels: nothing to do, no error
+    points = crowded_points()
+    figure = figures.frontier(points, {p: p for p in points}, "retention", "crowded", {})
+    labels = [t for ax in figure.axes for t in ax.texts if t.get_gid() == figures.POINT_LABEL]
+    near = figures.label_offsets(1.0, 1.0)[:8]
+    moved = [t for t in labels if t.arrow_patch is not None]
+    assert moved and all(t.arrow_patch is None for t in labels if t not in moved)
+    assert all(max(abs(v) for v in t.xyann) > 4.0 for t in moved) and len(near) == 8
