@@ -1,5 +1,7 @@
-"""Asyrp's smile edit on SynthFaces, judged honestly (``experiments.editing_table``), in three parts (GPU):
+"""Asyrp's smile edit on SynthFaces, judged honestly (``experiments.editing_table``), in four parts (GPU):
 
+0. ``renderer``: the judges on the renderer's perfect edit (each neutral test face and its twin with a smile,
+   every other draw the same): what a flawless edit scores, so the bar's numbers can be read against it.
 1. ``survival``: how long each model keeps a smile it is handed (the curve the edit window comes from).
 2. ``bar``: the edit on the SOURCE model (neutral photos; the photo domain has smiles), each direction (SynthCLIP
    text, classifier all heads) × each window × each recipe (``--bar-recipes``: the L1 weight λ_L1 and Δh's
@@ -37,7 +39,8 @@ from sdft_lite.editing.asyrp import AsyrpConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
 from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
-                                                 smile_survival, smiling_faces, with_window)
+                                                 renderer_edit_scores, smile_survival, smiling_faces,
+                                                 with_window)
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
 from provenance import commit  # noqa: E402  (bench/ is this script's folder)
@@ -155,6 +158,17 @@ def earlier_calls(previous: dict) -> list[dict]:
     return [*carried, own]
 
 
+def carried(previous: dict) -> dict:
+    """What a run keeps of an earlier result besides its rows: the survival curves, the windows its table rows
+    were edited in and the renderer's perfect edit (a part run again replaces them), and the provenance of every
+    earlier call."""
+    kept = {"survival": previous.get("survival", {}), "earlier_calls": earlier_calls(previous)}
+    for key in ("table_windows", "renderer_edit"):
+        if key in previous:
+            kept[key] = previous[key]
+    return kept
+
+
 DEFAULT_RECIPE = (AsyrpConfig().lambda_l1, AsyrpConfig().scale)   # rows written before recipes were recorded
 
 
@@ -217,7 +231,9 @@ def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] =
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--parts", default="survival,bar,table")
+    parser.add_argument("--parts", default="renderer,survival,bar,table",
+                        help="renderer: the judges on the renderer's perfect edit (each neutral test face and its "
+                             "smiling twin; CPU is enough); survival; bar; table")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--synthclip", default=None, help="a SynthCLIP file (default: the shipped one)")
@@ -260,8 +276,7 @@ def main() -> int:
     if args.previous:
         previous = json.loads(Path(args.previous).read_text())
         rows += previous["rows"]
-        result["survival"] = previous.get("survival", {})
-        result["earlier_calls"] = earlier_calls(previous)
+        result.update(carried(previous))
 
     def write(new_rows: list[dict] | None = None) -> None:
         result["rows"] = latest_runs(rows + (new_rows or []))
@@ -270,6 +285,12 @@ def main() -> int:
         (out / "editing.json").write_text(json.dumps(result, indent=1, default=float))
 
     table_models = QUICK_MODELS if args.quick else tuple(args.models.split(";"))
+    if "renderer" in parts:   # what a flawless edit scores: the ceiling the judges allow
+        instruments = load_instruments(args.device, args.synthclip)
+        result["renderer_edit"] = {faces: renderer_edit_scores(instruments, faces, base.n_test, base.size,
+                                                               base.num_reference, args.device)
+                                   for faces in ("source", "limited")}
+        write()
     if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()

@@ -72,6 +72,15 @@ def test_carried_rows_keep_the_provenance_of_every_earlier_call():
     assert [call["command"] for call in asyrp_editing.earlier_calls(own)] == ["bar", "table", "own"]
 
 
+def test_a_run_without_a_table_keeps_the_windows_the_carried_table_rows_were_edited_in():
+    table = {"command": "table", "commit": "b" * 40, "wall_seconds": 2.0, "rows": [],
+             "survival": {"naive": {"0": 1.0}}, "table_windows": {"classifier": {"naive": [100, 300]}}}
+    kept = asyrp_editing.carried(table)
+    assert kept["table_windows"] == {"classifier": {"naive": [100, 300]}}
+    assert kept["survival"] == {"naive": {"0": 1.0}} and kept["earlier_calls"][-1]["command"] == "table"
+    assert "table_windows" not in asyrp_editing.carried({"command": "bar", "commit": "a", "wall_seconds": 1.0})
+
+
 def test_a_recipe_is_its_own_setting_and_old_rows_have_asyrps():
     """λ_L1 and c change the edit, so rows with another recipe are summarized apart; rows written before recipes
     were recorded count as Asyrp's (λ_L1 = 3, c = 1), and only a non-default recipe is named in the summary."""

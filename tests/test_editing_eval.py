@@ -179,3 +179,15 @@ def test_each_instrument_is_fooled_by_a_perturbation_aimed_at_it_and_hardly_the_
         other = "synthclip" if target == "classifier" else "classifier"
         attacked, bystander = smiling_share(judges[target].labels(fooled)), smiling_share(judges[other].labels(fooled))
         assert attacked >= 0.25 and bystander <= 0.15 and attacked >= 3 * bystander, (target, attacked, bystander)
+
+
+def test_the_renderers_perfect_edit_changes_the_expression_only():
+    from sdft_lite.experiments.editing_table import neutral_faces, renderer_twins
+    faces, twins = renderer_twins("source", 12, 32)
+    assert torch.equal(faces, neutral_faces("source", 12, 32, "test", "cpu"))
+    changed = (faces - twins).abs().amax(dim=1) > 1e-6                   # [N, H, W]: pixels the smile moved
+    assert changed.any(dim=(1, 2)).all()                                  # every face got its smile
+    rows = changed.any(dim=2).float().mean(dim=0)                         # share of faces changed, per image row
+    assert rows[:10].max() == 0                                           # nothing above the mouth moved
+    portraits, smiling = renderer_twins("limited", 4, 32, level=2)
+    assert not torch.equal(portraits, smiling)

@@ -33,7 +33,7 @@ from ..metrics.frechet import frechet_distance_of_features
 from ..schedule import make_schedule, respace
 from ..synthfaces.attributes import FACE_ATTRIBUTES, FaceLabels
 from ..synthfaces.domains import DomainSpec
-from ..synthfaces.renderer import to_tensor
+from ..synthfaces.renderer import render_floats, to_tensor
 from ..synthfaces.synthclip import SYNTHCLIP_TEMPLATES, level_embeddings, zero_shot_predict
 
 KEPT = ("skin", "eyewear", "hair", "style")   # attributes the smile edit must not change
@@ -132,13 +132,42 @@ class EditInstruments:
 
 # ---- faces -----------------------------------------------------------------------------------------------------
 
+def neutral_spec(faces: str) -> DomainSpec:
+    """The domain of the faces an edit starts from: limited-target portraits ("limited", every one neutral) or
+    the source's photos with the expression held neutral ("source")."""
+    if faces == "limited":
+        return DomainSpec.limited_target()
+    return DomainSpec("neutral-source", "photo", (("expression", (0,)),))
+
+
 def neutral_faces(faces: str, n: int, size: int, split: str, device) -> torch.Tensor:
     """[n, 3, size, size] in [-1, 1]: neutral faces without eyewear restrictions beyond the domain's own —
     limited-target portraits ("limited", every one neutral) or neutral photos ("source")."""
-    spec = DomainSpec.limited_target() if faces == "limited" else DomainSpec(
-        "neutral-source", "photo", (("expression", (0,)),))
-    floats, _ = spec.render(range(n), size, seed=0, split=split)
+    floats, _ = neutral_spec(faces).render(range(n), size, seed=0, split=split)
     return to_tensor(floats).to(device)
+
+
+def renderer_twins(faces: str, n: int, size: int, split: str = "test", level: int = 1
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perfect edit, drawn by the renderer: the neutral faces of ``neutral_faces`` and each one's twin with
+    only the expression set to ``level`` (every other draw of the face identical). Judging these pairs measures
+    what the judge itself allows: the most smiling and kept a flawless edit could score.
+    Returns (faces, twins), each [n, 3, size, size] in [-1, 1]."""
+    spec = neutral_spec(faces)
+    floats, labels = spec.render(range(n), size, seed=0, split=split)
+    twins, twin_labels = render_floats(range(n), spec.style, size, 0, spec.stream(split), dict(spec.allowed),
+                                       {"expression": level})
+    assert all(np.array_equal(getattr(labels, a), getattr(twin_labels, a)) for a in KEPT)
+    return to_tensor(floats), to_tensor(twins)
+
+
+def renderer_edit_scores(instruments: EditInstruments, faces: str, n: int, size: int, num_reference: int,
+                         device) -> dict[str, dict[str, float]]:
+    """``edit_scores`` of the renderer's perfect edit (``renderer_twins``) as each judge reads it."""
+    inputs, twins = (x.to(device) for x in renderer_twins(faces, n, size))
+    reference = instruments.realism(domain_reference(faces, num_reference, size).to(device))
+    judges = {kind: instruments.judge_for(kind) for kind in DIRECTIONS}
+    return {judge.name: edit_scores(judge, instruments, inputs, twins, reference) for judge in judges.values()}
 
 
 def domain_reference(faces: str, n: int, size: int) -> torch.Tensor:
