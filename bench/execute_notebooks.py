@@ -9,6 +9,12 @@ joined. A summary (notebook, status, seconds, per-cell seconds, hardware) goes t
 after each notebook. ``--deadline S`` ends the whole run S seconds after it starts: the cell running then is
 stopped, and that notebook is written as far as it got (with its per-cell times) - unlike a call killed from
 outside, which leaves nothing. Needs nbclient and ipykernel.
+
+A cell tagged ``live-widget`` (an ipywidgets slider: it needs a person moving it, and each chapter has a static
+version beside it) is not run here: it keeps its source, loses any stale output, and the cells after it run as
+usual. Executing ``widgets.interact`` headless left the kernel holding the next cell's request unanswered on the
+H200 (ipykernel 7.4, nbclient 0.11: chapters 5 and 6 stopped there, kernel idle, GPU idle, in three calls); CI's
+nbval still runs these cells in quick mode.
 """
 from __future__ import annotations
 
@@ -69,8 +75,29 @@ def cell_timeout(timeout: int, deadline: float | None):
     return seconds_for
 
 
+LIVE_WIDGET = "live-widget"
+
+
+def set_aside_live_widgets(notebook) -> list[int]:
+    """Turn each ``live-widget`` cell into a raw cell for the run (nbclient skips raw cells); returns their
+    indices, for :func:`restore_live_widgets`."""
+    indices = [i for i, cell in enumerate(notebook.cells)
+               if cell.cell_type == "code" and LIVE_WIDGET in cell.metadata.get("tags", [])]
+    for index in indices:
+        notebook.cells[index].cell_type = "raw"
+    return indices
+
+
+def restore_live_widgets(notebook, indices: list[int]) -> None:
+    """The set-aside cells as code again, without outputs (they did not run)."""
+    for index in indices:
+        cell = notebook.cells[index]
+        cell.cell_type, cell.outputs, cell.execution_count = "code", [], None
+
+
 def execute(path: Path, out_dir: Path, timeout: int, deadline: float | None = None) -> dict:
     notebook = nbformat.read(path, as_version=4)
+    live = set_aside_live_widgets(notebook)
     client = NotebookClient(notebook, timeout_func=cell_timeout(timeout, deadline), kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     started, status = time.perf_counter(), "ok"
@@ -81,6 +108,7 @@ def execute(path: Path, out_dir: Path, timeout: int, deadline: float | None = No
     except Exception as error:   # a kernel that died or timed out: keep the outputs so far
         status = f"failed: {type(error).__name__}: {str(error)[:300]}"
     seconds = time.perf_counter() - started
+    restore_live_widgets(notebook, live)
     timings = cell_seconds(notebook)
     strip_volatile(notebook)
     merge_streams(notebook)

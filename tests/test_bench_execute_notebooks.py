@@ -48,3 +48,22 @@ def test_the_cell_time_limit_is_what_is_left_before_the_deadline():
     assert 40 <= execute_notebooks.cell_timeout(900, time.monotonic() + 41)(None) <= 41
     assert execute_notebooks.cell_timeout(30, time.monotonic() + 500)(None) == 30
     assert execute_notebooks.cell_timeout(900, time.monotonic() - 5)(None) == 1
+
+
+def test_a_live_widget_cell_is_set_aside_and_the_cells_after_it_run(tmp_path):
+    import subprocess
+    widget = nbformat.v4.new_code_cell("raise SystemExit('a live widget cell ran')", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="stale\n")], metadata={"tags": ["live-widget"]})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), widget,
+                                               nbformat.v4.new_code_cell("print(x + 1)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "live.ipynb")
+    script = Path(__file__).resolve().parents[1] / "bench" / "execute_notebooks.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "live.ipynb"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = nbformat.read(tmp_path / "out" / "live.ipynb", as_version=4)
+    assert kept.cells[1].cell_type == "code" and kept.cells[1].source == widget.source
+    assert kept.cells[1].outputs == [] and kept.cells[1].execution_count is None
+    assert kept.cells[2].outputs[0].text == "2\n"
+    nbformat.validate(kept)

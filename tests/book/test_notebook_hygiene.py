@@ -144,3 +144,10 @@ def test_a_solution_and_what_it_prints_stay_folded_until_the_reader_opens_them(c
                  and previous.source.lstrip().startswith("```{dropdown} Solution")]
     unfolded = [cell.source.splitlines()[0] for cell in solutions if "hide-cell" not in cell.metadata.get("tags", [])]
     assert not unfolded, f"{path.name}: solution cells shown unfolded: {unfolded}"
+
+
+def test_every_live_widget_cell_is_tagged_so_the_full_run_sets_it_aside(chapter):
+    path, notebook = chapter
+    untagged = [index for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+                and WIDGET.search(cell.source) and "live-widget" not in cell.metadata.get("tags", [])]
+    assert not untagged, f"cells {untagged} build an ipywidgets slider without the live-widget tag"
