@@ -534,7 +534,9 @@ def frontier_figure(summary: dict, config: BenchmarkConfig):
     """Mean retention vs realism (FD to the full target) and vs the portrait-style rate; the λ sweep as a line."""
     panels = {"fd_full": "realism: FD to held-out full portraits (log, lower = better)",
               "style_rate": "portrait-style rate"}
-    points = {key: {label: (s[key]["mean"], s["retain_mean"]["mean"], s[key]["sd"], s["retain_mean"]["sd"])
+    def sd(stats: dict) -> float:   # a summary read back from JSON has null where one value had no spread
+        return float("nan") if stats["sd"] is None else stats["sd"]
+    points = {key: {label: (s[key]["mean"], s["retain_mean"]["mean"], sd(s[key]), sd(s["retain_mean"]))
                     for label, s in summary.items()} for key in panels}
     colours = {label: "tab:green" if label.startswith("SDFT") else "tab:red" if label == "naive"
                else "tab:gray" if label == SOURCE_LABEL else "tab:purple" for label in summary}

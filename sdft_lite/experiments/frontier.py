@@ -212,7 +212,7 @@ def frontier_figure(result: dict):
     """Retention of the absent attributes against adaptation (portrait style), realism and diversity, one marker
     per method and knob value, mean ± sd over seeds."""
     panels = {"style_rate": "adaptation: portrait-style rate of the samples (higher = adapted)",
-              "fd_full": "realism: FD to held-out full portraits (log, lower = better)",
+              "fd_full": "realism: FD to full portraits (log, lower = better)",
               "intra_cluster": "diversity: intra-cluster distance (higher = more diverse)"}
     palette = ("tab:red", "tab:green", "tab:blue", "tab:olive", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
     methods = list(dict.fromkeys(r["method"] for r in result["records"]))

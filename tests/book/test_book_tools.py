@@ -177,6 +177,7 @@ def editing_entry(part, model, kind, smiling, recon, seeds=3, sd=0.01):
              "edit_smiling": stats(smiling), "reconstruction_smiling": stats(recon)}
     for name in ("kept_mean", "psnr_db", "s_dir_synthclip", "realism_fd", "smiling_by_trainer"):
         entry[f"edit_{name}"] = stats(0.5)
+    entry["reconstruction_kept_mean"] = stats(0.97)
     return entry
 
 
@@ -217,6 +218,27 @@ def test_editing_table_names_one_window_or_each_models_own():
     assert editing_tables.window_words(same, "classifier") == ", window 200–500 for every model"
     assert "each model's own window" in editing_tables.window_words(own, "classifier")
     assert editing_tables.window_words(own, "synthclip") == ""
+
+
+def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_short():
+    def bar_entry(kept, smiling, recon_kept=0.97, window=(200, 500)):
+        entry = editing_entry("bar", "source", "classifier", smiling, 0.0)
+        entry.update(window=list(window), judge="SynthCLIP zero-shot",
+                     edit_kept_mean={"mean": kept, "sd": 0.0, "n": 3},
+                     reconstruction_kept_mean={"mean": recon_kept, "sd": 0.0, "n": 3},
+                     bar={"smiling ≥ 0.8": smiling >= 0.8, "reconstruction smiling ≤ 0.02": True,
+                          "kept ≥ 0.95": kept >= 0.95, "PSNR ≥ 27 dB": True})
+        return entry
+    short = {"summary": [bar_entry(0.925, 0.86), bar_entry(0.942, 0.34, window=(300, 500))],
+             "renderer_edit": {"source": {"SynthCLIP zero-shot": {"smiling": 1.0, "kept_mean": 1.0, "psnr_db": 36.4}}}}
+    words = editing_tables.bar_reading(short)
+    assert words.startswith("**No setting passes the bar.** Over the 2 classifier-direction settings, the most any "
+                            "keeps is 0.942 (300–500, smiling 0.34); of those that make ≥ 0.8 smile, 0.925 (200–500)")
+    assert "keeps only 0.970, so the bar leaves the edit 0.020 to lose, and every setting loses at least 0.028" in words
+    assert "smiling 1.000, kept 1.000, PSNR 36.4 dB" in words
+    passed = {"summary": [bar_entry(0.96, 0.85)]}
+    assert editing_tables.bar_reading(passed) == "**The bar is passed** by the classifier direction with 200–500."
+    assert editing_tables.bar_reading({"summary": []}) == ""
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
@@ -322,4 +344,5 @@ def test_bar_table_names_the_criteria_an_edit_fails():
     passing = dict(entry, bar=dict.fromkeys(entry["bar"], True))
     rows = editing_tables.bar_table([entry, passing])[2:]
     assert rows[0].startswith("| classifier | 300–500 | 0.864 ± 0.010 |") and rows[0].endswith("| kept |")
+    assert "| 0.500 | 0.970 |" in rows[0]                  # kept, then what the reconstruction keeps
     assert rows[1].endswith("| — |")
