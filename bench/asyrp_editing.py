@@ -78,10 +78,21 @@ def model_config(label: str, seed: int, quick: bool, smile_share: float = 0.0) -
     return runs[label]
 
 
-def load_model(label: str, seed: int, quick: bool, device: str, smile_share: float = 0.0):
+def load_model(label: str, seed: int, quick: bool, device: str, smile_share: float = 0.0,
+               source: str | None = None):
+    """The model a job edits: a fine-tuned zoo model, the shipped source model, or ``source`` (a checkpoint)."""
+    from sdft_lite.checkpoint import load_unet
     from sdft_lite.experiments.zoo import finetuned, source_model
     config = model_config(label, seed, quick, smile_share)
-    return (source_model() if config is None else finetuned(config, device=device)).to(device).eval()
+    if config is None:
+        return (load_unet(source) if source else source_model()).to(device).eval()
+    return finetuned(config, device=device).to(device).eval()
+
+
+def source_size(path: str) -> int:
+    """The image size of a source checkpoint (one clear line if it is not a U-Net)."""
+    from sdft_lite.checkpoint import load_unet
+    return load_unet(path).config.image_size
 
 
 def load_instruments(device: str, synthclip_path: str | None):
@@ -100,12 +111,13 @@ def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -
     from sdft_lite.experiments.editing_table import asyrp_table_row
     torch.set_num_threads(threads)
     instruments = load_instruments(device, synthclip_path)
-    unet = load_model(job["model"], job["seed"], job["quick"], device, job.get("smile_share", 0.0))
+    unet = load_model(job["model"], job["seed"], job["quick"], device, job.get("smile_share", 0.0),
+                      job.get("source"))
     row = asyrp_table_row(unet, instruments, job["config"], device)
     asyrp = job["config"].asyrp
     return {"part": job["part"], "model": job["model"], "seed": job["seed"],
             "window": (asyrp.t_edit, asyrp.t_edit_upper), "direction_kind": job["config"].direction,
-            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, **row}
+            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, "size": job["config"].size, **row}
 
 
 def run_jobs(jobs: list[dict], args, write) -> list[dict]:
@@ -183,9 +195,13 @@ def parse_recipe(text: str) -> tuple[float, float]:
     return lambda_l1, scale
 
 
+DEFAULT_SIZE = 32   # rows written before sizes were recorded: the shipped 32-px models
+
+
 def setting(row: dict) -> tuple:
-    """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c)."""
-    return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row))
+    """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c, image size)."""
+    return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row),
+            row.get("size", DEFAULT_SIZE))
 
 
 def latest_runs(rows: list[dict]) -> list[dict]:
@@ -195,18 +211,20 @@ def latest_runs(rows: list[dict]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean ± sd over seeds per setting (part, model, direction, window, λ_L1, c)."""
+    """Mean ± sd over seeds per setting (part, model, direction, window, λ_L1, c, image size)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(setting(row), []).append(row)
     summary = []
     order = {model: i for i, model in enumerate(("source", *TABLE_MODELS))}
-    for (part, model, kind, window, lambda_l1, scale), runs in sorted(
+    for (part, model, kind, window, lambda_l1, scale, size), runs in sorted(
             groups.items(), key=lambda item: (item[0][0], item[0][2], order.get(item[0][1], 99), *item[0][3:])):
         entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
                  "judge": runs[0]["judge"]}
         if (lambda_l1, scale) != DEFAULT_RECIPE:
             entry.update(lambda_l1=lambda_l1, scale=scale)
+        if size != DEFAULT_SIZE:
+            entry["size"] = size
         for kind_ in ("edit", "reconstruction"):
             for metric, stats in mean_sd([r[kind_] for r in runs]).items():
                 entry[f"{kind_}_{metric}"] = stats
@@ -258,6 +276,10 @@ def main() -> int:
                         help="edit the models fine-tuned on a limited target with this share of smiling "
                              "portraits (as bench/synthfaces_reproduce.py --limited-smile-share); use a separate "
                              "--out and no --previous")
+    parser.add_argument("--source", default=None,
+                        help="a source checkpoint the bar edits instead of the shipped 32-px model (e.g. one "
+                             "written by `sdft-lite synthfaces train-source --unet-preset small64`); faces are "
+                             "rendered at its size and read by the instruments at theirs; bar and renderer parts only")
     parser.add_argument("--models", default=";".join(TABLE_MODELS),
                         help="the table's models, ';'-separated benchmark labels (default: %(default)s)")
     args = parser.parse_args()
@@ -268,9 +290,15 @@ def main() -> int:
     parts = args.parts.split(",")
     windows = [tuple(int(t) for t in pair.split(",")) for pair in args.windows.split(";")]
     base = EditBenchConfig.quick() if args.quick else EditBenchConfig()
+    if args.source:
+        if {"survival", "table"} & set(parts):
+            parser.error("--source is the bar's model: run it with --parts bar (and renderer) only")
+        base = dataclasses.replace(base, size=source_size(args.source))
     started = time.perf_counter()
     result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
-              "config": {"n_train": base.n_train, "n_test": base.n_test, "asyrp": dataclasses.asdict(base.asyrp),
+              "config": {"n_train": base.n_train, "n_test": base.n_test, "size": base.size,
+                         "source": args.source or "the shipped source model",
+                         "asyrp": dataclasses.asdict(base.asyrp),
                          "limited_smile_share": args.limited_smile_share}}
     rows: list[dict] = []
     if args.previous:
@@ -287,9 +315,11 @@ def main() -> int:
     table_models = QUICK_MODELS if args.quick else tuple(args.models.split(";"))
     if "renderer" in parts:   # what a flawless edit scores: the ceiling the judges allow
         instruments = load_instruments(args.device, args.synthclip)
-        result["renderer_edit"] = {faces: renderer_edit_scores(instruments, faces, base.n_test, base.size,
-                                                               base.num_reference, args.device)
-                                   for faces in ("source", "limited")}
+        at = "" if base.size == DEFAULT_SIZE else f" {base.size} px"   # 32-px scores keep their plain keys
+        result["renderer_edit"] = {**result.get("renderer_edit", {}),
+                                   **{faces + at: renderer_edit_scores(instruments, faces, base.n_test, base.size,
+                                                                       base.num_reference, args.device)
+                                      for faces in ("source", "limited")}}
         write()
     if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
@@ -306,7 +336,7 @@ def main() -> int:
         write()
     if "bar" in parts:
         recipes = [parse_recipe(pair) for pair in args.bar_recipes.split(";")]
-        jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick,
+        jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick, "source": args.source,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed),
                                                    window), *recipe_)}
                 for window in windows for kind in args.bar_directions.split(",") for recipe_ in recipes

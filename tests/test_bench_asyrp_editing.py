@@ -105,3 +105,27 @@ def test_a_smile_share_picks_the_models_fine_tuned_on_that_target():
     assert scarce != asyrp_editing.model_config("SDFT λ=1", 1, quick=False)
     with pytest.raises(SystemExit, match="drop --limited-smile-share"):
         asyrp_editing.model_config("naive", 0, quick=True, smile_share=0.02)
+
+
+def test_a_larger_source_model_is_its_own_setting_and_loads_from_its_checkpoint(tmp_path):
+    from sdft_lite.checkpoint import save_atomic
+    from sdft_lite.unet import UNetConfig, UNetModel
+    config = UNetConfig.tiny().replace(image_size=64, attention_resolutions="32")
+    path = save_atomic({"model": UNetModel(config).state_dict(), "unet_config": config.to_flags()},
+                       tmp_path / "source64.pt")
+    assert asyrp_editing.source_size(str(path)) == 64
+    unet = asyrp_editing.load_model("source", 0, False, "cpu", source=str(path))
+    assert unet.config.image_size == 64 and not unet.training
+    row = {"part": "bar", "model": "source", "direction_kind": "classifier", "window": [200, 500], "seed": 0}
+    assert asyrp_editing.setting(dict(row, size=64)) != asyrp_editing.setting(row)          # no replacing
+    assert asyrp_editing.setting(dict(row, size=32)) == asyrp_editing.setting(row)          # old rows: 32 px
+    assert len(asyrp_editing.latest_runs([row, dict(row, size=64)])) == 2
+
+
+def test_the_larger_source_is_for_the_bar_only(tmp_path, monkeypatch, capsys):
+    import pytest
+    monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path), "--source", "x.pt",
+                                      "--parts", "bar,table"])
+    with pytest.raises(SystemExit):
+        asyrp_editing.main()
+    assert "--source is the bar's model" in capsys.readouterr().err

@@ -191,3 +191,36 @@ def test_the_renderers_perfect_edit_changes_the_expression_only():
     assert rows[:10].max() == 0                                           # nothing above the mouth moved
     portraits, smiling = renderer_twins("limited", 4, 32, level=2)
     assert not torch.equal(portraits, smiling)
+
+
+def test_the_classifier_reads_a_64_px_image_as_its_32_px_area_average():
+    import torch.nn.functional as F
+    from sdft_lite.assets import asset_path
+    from sdft_lite.experiments.editing_table import neutral_faces
+    from sdft_lite.synthfaces import load_classifier
+    classifier = load_classifier(asset_path("synthfaces/classifier.pt"), "cpu")
+    x = neutral_faces("source", 4, 64, "test", "cpu").requires_grad_(True)
+    logits = classifier(x)
+    reference = classifier(F.interpolate(x.detach(), size=32, mode="area"))
+    for name in logits:
+        torch.testing.assert_close(logits[name], reference[name], rtol=0, atol=0)
+    logits["expression"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0      # Asyrp's direction trains through it
+
+
+def test_a_64_px_source_is_edited_and_judged_with_the_32_px_instruments():
+    from sdft_lite.assets import asset_path
+    from sdft_lite.experiments.editing_table import EditInstruments
+    from sdft_lite.synthfaces import load_classifier
+    from sdft_lite.synthfaces.realism import load_feature_extractor
+    from sdft_lite.synthfaces.synthclip import load_synthclip
+    instruments = EditInstruments(load_classifier(asset_path("synthfaces/classifier.pt"), "cpu").requires_grad_(False),
+                                  load_synthclip(device="cpu").requires_grad_(False),
+                                  load_feature_extractor(asset_path("synthfaces/realism.pt"), "cpu"))
+    torch.manual_seed(0)
+    unet = UNetModel(UNetConfig.tiny().replace(image_size=64, attention_resolutions="32"))
+    config = EditBenchConfig(n_train=2, n_test=2, size=64, faces="source", num_reference=8, direction="classifier",
+                             asyrp=AsyrpConfig(steps="10", inversion_steps="10", epochs=1, batch=2))
+    row = asyrp_table_row(unet, instruments, config, "cpu")
+    assert row["judge"] == "SynthCLIP zero-shot" and row["sgd_steps"] > 0
+    assert row["reconstruction"]["psnr_db"] > 0 and 0.0 <= row["edit"]["kept_mean"] <= 1.0

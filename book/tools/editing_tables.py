@@ -42,10 +42,13 @@ def survival_table(curves: dict) -> list[str]:
 
 
 def setting_words(e: dict) -> str:
-    """An entry's window, and its Δh recipe where it is not Asyrp's (λ_L1 = 3, full strength c = 1)."""
+    """An entry's window, its Δh recipe where it is not Asyrp's (λ_L1 = 3, full strength c = 1), and its image
+    size where it is not the shipped models' 32 px."""
     words = f"{e['window'][0]}–{e['window'][1]}"
     if "lambda_l1" in e:
         words += f", λ_L1 {e['lambda_l1']:g}, c {e['scale']:g}"
+    if "size" in e:
+        words += f", {e['size']} px"
     return words
 
 
@@ -65,7 +68,8 @@ def bar_table(summary: list[dict]) -> list[str]:
 def bar_reading(result: dict) -> str:
     """What the bar's rows say together: the settings that pass, or the most any setting kept, against what the
     plain reconstruction keeps and what the renderer's perfect edit scores with the same judge."""
-    entries = [e for e in result["summary"] if e["part"] == "bar" and e["direction_kind"] == "classifier"]
+    entries = [e for e in result["summary"] if e["part"] == "bar" and e["direction_kind"] == "classifier"
+               and "size" not in e]   # the shipped 32-px source model's rows
     if not entries:
         return ""
     passing = [setting_words(e) for e in entries if all(e["bar"].values())]
@@ -84,6 +88,15 @@ def bar_reading(result: dict) -> str:
     words += (f". The plain reconstruction (inversion and regeneration without Δh) already keeps only {recon:.3f}, "
               f"so the bar leaves the edit {recon - 0.95:.3f} to lose, and every setting loses at least "
               f"{recon - most['edit_kept_mean']['mean']:.3f}.")
+    kept = [key[len("edit_kept_"):] for key in most if key.startswith("edit_kept_") and key != "edit_kept_mean"]
+    drops = {a: most["reconstruction_kept_" + a]["mean"] - most["edit_kept_" + a]["mean"] for a in kept}
+    if drops:
+        worst = max(drops, key=drops.get)
+        words += (f" Most of the loss is {worst}: the edit keeps {most['edit_kept_' + worst]['mean']:.3f} of it, "
+                  f"the reconstruction {most['reconstruction_kept_' + worst]['mean']:.3f}" +
+                  "".join(f"; {other} {most['edit_kept_' + other]['mean']:.3f} against "
+                          f"{most['reconstruction_kept_' + other]['mean']:.3f}"
+                          for other in kept if other != worst) + ".")
     perfect = result.get("renderer_edit", {}).get("source", {}).get(entries[0]["judge"])
     if perfect:
         words += (f" The renderer's perfect edit (each test face and its smiling twin, nothing else changed) scores "

@@ -50,7 +50,9 @@ class ClassifierConfig:
 
 
 class AttributeClassifier(nn.Module):
-    """x: [B, 3, size, size] in [-1, 1] → {attribute: logits [B, levels]} for the five attributes."""
+    """x: [B, 3, H, W] in [-1, 1] → {attribute: logits [B, levels]} for the five attributes; other resolutions
+    than ``config.size`` are resized to it first (area down, bilinear up; differentiable), so a 64-px model's images
+    are read as the classifier was trained to read them."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -60,7 +62,7 @@ class AttributeClassifier(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(width, NUM_LEVELS[name]) for name in ATTRIBUTES})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(x)
+        features = self.backbone(as_model_input(x, self.config.size, x.device, "-1..1"))
         return {name: head(features) for name, head in self.heads.items()}
 
     @torch.no_grad()

@@ -236,6 +236,12 @@ def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_sho
                             "keeps is 0.942 (300–500, smiling 0.34); of those that make ≥ 0.8 smile, 0.925 (200–500)")
     assert "keeps only 0.970, so the bar leaves the edit 0.020 to lose, and every setting loses at least 0.028" in words
     assert "smiling 1.000, kept 1.000, PSNR 36.4 dB" in words
+    detailed = bar_entry(0.942, 0.34)
+    detailed.update({f"{part}_kept_{a}": {"mean": v, "sd": 0.0, "n": 3} for part, values in
+                     (("edit", {"style": 0.87, "skin": 0.96}), ("reconstruction", {"style": 0.99, "skin": 0.98}))
+                     for a, v in values.items()})
+    assert ("Most of the loss is style: the edit keeps 0.870 of it, the reconstruction 0.990; skin 0.960 against "
+            "0.980.") in editing_tables.bar_reading({"summary": [detailed]})
     passed = {"summary": [bar_entry(0.96, 0.85)]}
     assert editing_tables.bar_reading(passed) == "**The bar is passed** by the classifier direction with 200–500."
     assert editing_tables.bar_reading({"summary": []}) == ""
