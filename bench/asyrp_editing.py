@@ -90,7 +90,7 @@ def load_model(label: str, seed: int, quick: bool, device: str, smile_share: flo
 
 
 def source_size(path: str) -> int:
-    """The image size of a source checkpoint (one clear line if it is not a U-Net)."""
+    """The image size of a source checkpoint, from its U-Net config."""
     from sdft_lite.checkpoint import load_unet
     return load_unet(path).config.image_size
 
