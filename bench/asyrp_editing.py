@@ -50,6 +50,7 @@ TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10",
                 "SDFT λ=1, constant w", "SDFT λ=1, min_snr w")   # the benchmark's labels (BenchmarkConfig.runs)
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
+DEFAULT_SIZE = 32   # rows written before sizes were recorded: the shipped 32-px models
 
 
 def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> EditBenchConfig:
@@ -139,18 +140,41 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
     return rows
 
 
-def survival_curves(args, models: list[str]) -> dict:
+def source_label(size: int) -> str:
+    """The bar's model as rows and curves name it: "source" (the shipped 32-px model) or "source 64 px"."""
+    return "source" if size == DEFAULT_SIZE else f"source {size} px"
+
+
+def survival_curves(args, models: list[str], size: int = DEFAULT_SIZE) -> dict:
+    """{label: {t: share of handed-in smiles kept}}; a "source …" label is the bar's model (``--source``)."""
     from sdft_lite.assets import asset_path
     from sdft_lite.synthfaces import load_classifier
     classifier = load_classifier(asset_path("synthfaces/classifier.pt"), args.device)
     curves = {}
     for label in models:
-        style = "photo" if label == "source" else "portrait"
-        faces = smiling_faces(args.survival_n, 32, style).to(args.device)
-        unet = load_model(label, 0, args.quick, args.device, args.limited_smile_share)
+        is_source = label.startswith("source")
+        faces = smiling_faces(args.survival_n, size if is_source else DEFAULT_SIZE,
+                              "photo" if is_source else "portrait").to(args.device)
+        unet = load_model("source" if is_source else label, 0, args.quick, args.device, args.limited_smile_share,
+                          args.source)
         curves[label] = smile_survival(unet, classifier, faces, SURVIVAL_T, "20" if args.quick else "40")
         print(f"survival {label}: {curves[label]}", flush=True)
     return curves
+
+
+def bar_windows(spec: str, survival: dict, label: str) -> list[tuple[int, int]]:
+    """The bar's windows from ``--windows``: 'LOW,HIGH' pairs, or 'survival' for the window of the bar model's own
+    smile-survival curve (``edit_window``), ';'-separated."""
+    windows = []
+    for item in spec.split(";"):
+        if item.strip() == "survival":
+            if label not in survival:
+                raise SystemExit(f"--windows survival needs the smile-survival curve of {label}: add the survival "
+                                 "part or pass --previous with an editing.json that has it")
+            windows.append(edit_window({int(t): share for t, share in survival[label].items()}))
+        else:
+            windows.append(tuple(int(t) for t in item.split(",")))
+    return list(dict.fromkeys(windows))   # a window named twice runs once
 
 
 def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
@@ -171,11 +195,11 @@ def earlier_calls(previous: dict) -> list[dict]:
 
 
 def carried(previous: dict) -> dict:
-    """What a run keeps of an earlier result besides its rows: the survival curves, the windows its table rows
-    were edited in and the renderer's perfect edit (a part run again replaces them), and the provenance of every
-    earlier call."""
+    """What a run keeps of an earlier result besides its rows: the survival curves, the windows its table and bar
+    rows were edited in and the renderer's perfect edit (a part run again replaces them), and the provenance of
+    every earlier call."""
     kept = {"survival": previous.get("survival", {}), "earlier_calls": earlier_calls(previous)}
-    for key in ("table_windows", "renderer_edit"):
+    for key in ("table_windows", "bar_windows", "renderer_edit"):
         if key in previous:
             kept[key] = previous[key]
     return kept
@@ -193,9 +217,6 @@ def parse_recipe(text: str) -> tuple[float, float]:
     """'λ_L1:c' → (λ_L1, c)."""
     lambda_l1, scale = (float(v) for v in text.split(":"))
     return lambda_l1, scale
-
-
-DEFAULT_SIZE = 32   # rows written before sizes were recorded: the shipped 32-px models
 
 
 def setting(row: dict) -> tuple:
@@ -256,7 +277,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--synthclip", default=None, help="a SynthCLIP file (default: the shipped one)")
     parser.add_argument("--windows", default=";".join(f"{a},{b}" for a, b in WINDOWS),
-                        help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'")
+                        help="the bar's windows, 'LOW,HIGH;LOW,HIGH;…'; 'survival' is the window of the bar "
+                             "model's own smile-survival curve (edit_window)")
     parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
     parser.add_argument("--bar-directions", default="synthclip,classifier", help="the directions the bar edits with")
     parser.add_argument("--bar-recipes", default=f"{DEFAULT_RECIPE[0]:g}:{DEFAULT_RECIPE[1]:g}",
@@ -279,7 +301,8 @@ def main() -> int:
     parser.add_argument("--source", default=None,
                         help="a source checkpoint the bar edits instead of the shipped 32-px model (e.g. one "
                              "written by `sdft-lite synthfaces train-source --unet-preset small64`); faces are "
-                             "rendered at its size and read by the instruments at theirs; bar and renderer parts only")
+                             "rendered at its size and read by the instruments at theirs; survival, renderer and "
+                             "bar parts only (its rows and curve are named e.g. 'source 64 px')")
     parser.add_argument("--models", default=";".join(TABLE_MODELS),
                         help="the table's models, ';'-separated benchmark labels (default: %(default)s)")
     args = parser.parse_args()
@@ -288,12 +311,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = args.parts.split(",")
-    windows = [tuple(int(t) for t in pair.split(",")) for pair in args.windows.split(";")]
     base = EditBenchConfig.quick() if args.quick else EditBenchConfig()
     if args.source:
-        if {"survival", "table"} & set(parts):
-            parser.error("--source is the bar's model: run it with --parts bar (and renderer) only")
+        if "table" in parts:
+            parser.error("--source is the bar's model: run it with --parts survival, renderer and bar only")
         base = dataclasses.replace(base, size=source_size(args.source))
+    bar_model = source_label(base.size)
     started = time.perf_counter()
     result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
               "config": {"n_train": base.n_train, "n_test": base.n_test, "size": base.size,
@@ -331,11 +354,14 @@ def main() -> int:
         write()
         print(f"fine-tuned {len(trained)} models in {time.perf_counter() - timer:.0f} s", flush=True)
     if "survival" in parts:   # only the curves --previous lacks
-        missing = [m for m in ("source", *table_models) if m not in result.get("survival", {})]
-        result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing)}
+        wanted = (bar_model,) if args.source else ("source", *table_models)
+        missing = [m for m in wanted if m not in result.get("survival", {})]
+        result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing, base.size)}
         write()
     if "bar" in parts:
         recipes = [parse_recipe(pair) for pair in args.bar_recipes.split(";")]
+        windows = bar_windows(args.windows, result.get("survival", {}), bar_model)
+        result["bar_windows"] = {**result.get("bar_windows", {}), bar_model: [list(w) for w in windows]}
         jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick, "source": args.source,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed),
                                                    window), *recipe_)}

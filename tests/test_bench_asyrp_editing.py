@@ -125,7 +125,35 @@ def test_a_larger_source_model_is_its_own_setting_and_loads_from_its_checkpoint(
 def test_the_larger_source_is_for_the_bar_only(tmp_path, monkeypatch, capsys):
     import pytest
     monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path), "--source", "x.pt",
-                                      "--parts", "bar,table"])
+                                      "--parts", "survival,bar,table"])
     with pytest.raises(SystemExit):
         asyrp_editing.main()
     assert "--source is the bar's model" in capsys.readouterr().err
+
+
+def test_the_bar_window_can_come_from_the_bar_models_own_curve():
+    curves = {"source 64 px": SURVIVAL["naive"]}
+    windows = asyrp_editing.bar_windows("survival;200,500;100,300", curves, "source 64 px")
+    assert windows == [(100, 300), (200, 500)]         # the curve's window first, a repeat of it runs once
+    with pytest.raises(SystemExit, match="needs the smile-survival curve of source 64 px"):
+        asyrp_editing.bar_windows("survival", SURVIVAL, "source 64 px")
+    assert asyrp_editing.source_label(32) == "source" and asyrp_editing.source_label(64) == "source 64 px"
+
+
+def test_the_survival_of_a_larger_source_hands_it_faces_at_its_size(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from sdft_lite.checkpoint import save_atomic
+    from sdft_lite.unet import UNetConfig, UNetModel
+    config = UNetConfig.tiny().replace(image_size=64, attention_resolutions="32")
+    path = save_atomic({"model": UNetModel(config).state_dict(), "unet_config": config.to_flags()},
+                       tmp_path / "source64.pt")
+    seen = {}
+
+    def survival(unet, classifier, faces, ts, steps):
+        seen.update(size=unet.config.image_size, faces=tuple(faces.shape))
+        return {t: 1.0 for t in ts}
+    monkeypatch.setattr(asyrp_editing, "smile_survival", survival)
+    args = SimpleNamespace(survival_n=3, device="cpu", quick=True, limited_smile_share=0.0, source=str(path))
+    curves = asyrp_editing.survival_curves(args, ["source 64 px"], 64)
+    assert list(curves) == ["source 64 px"] and seen == {"size": 64, "faces": (3, 3, 64, 64)}
