@@ -83,9 +83,6 @@ def test_no_run_of_output_pieces_of_one_stream(chapter):
 DRAWS = re.compile(r"plt\.show\(|display\(|\.imshow\(|plt\.subplots\(|figures\.\w+\(")
 WIDGET = re.compile(r"import ipywidgets")
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg", "text/html")
-# chapter 5's stored H200 run (commit 30247f7) still prints a numpy scalar repr in one cell; its code is fixed with
-# the chapter's next GPU run, so that code and outputs stay one run; strict, so the mark goes with that run
-PRINTS_NUMPY_REPRS = {"05_translation"}
 
 
 def drawing_cells_without_a_figure(notebook) -> list[int]:
@@ -100,10 +97,8 @@ def test_every_cell_that_draws_stores_its_figure(chapter, request):
     assert not missing, f"cells {missing} draw but their stored outputs hold no figure"
 
 
-def test_no_numpy_scalar_reprs_in_outputs(chapter, request):
+def test_no_numpy_scalar_reprs_in_outputs(chapter):
     path, notebook = chapter
-    if path.stem in PRINTS_NUMPY_REPRS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="stored run prints np.float64(...)"))
     text = "\n".join(stdout(cell) + "".join(output.get("data", {}).get("text/plain", "") for output in cell.outputs)
                      for cell in notebook.cells if cell.cell_type == "code")
     assert not re.search(r"np\.(float|int)\d+\(", text), "format numbers before printing them"
