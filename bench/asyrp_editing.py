@@ -344,7 +344,7 @@ def main() -> int:
                                                                        base.num_reference, args.device)
                                       for faces in ("source", "limited")}}
         write()
-    if "survival" in parts or "table" in parts:   # every fine-tuning first, in parallel (CUDA MPS helps)
+    if not args.source and {"survival", "table"} & set(parts):   # every fine-tuning first, in parallel (MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()
         trained = finetune_many([model_config(m, s, args.quick, args.limited_smile_share)

@@ -157,3 +157,26 @@ def test_the_survival_of_a_larger_source_hands_it_faces_at_its_size(tmp_path, mo
     args = SimpleNamespace(survival_n=3, device="cpu", quick=True, limited_smile_share=0.0, source=str(path))
     curves = asyrp_editing.survival_curves(args, ["source 64 px"], 64)
     assert list(curves) == ["source 64 px"] and seen == {"size": 64, "faces": (3, 3, 64, 64)}
+
+
+def test_a_larger_sources_survival_fine_tunes_nothing(tmp_path, monkeypatch):
+    """--source with the survival part measures that model alone (a call once spent its time fine-tuning the
+    table's 21 models first)."""
+    import json
+
+    import sdft_lite.experiments.zoo as zoo
+    from sdft_lite.checkpoint import save_atomic
+    from sdft_lite.unet import UNetConfig, UNetModel
+    config = UNetConfig.tiny().replace(image_size=64, attention_resolutions="32")
+    path = save_atomic({"model": UNetModel(config).state_dict(), "unet_config": config.to_flags()},
+                       tmp_path / "source64.pt")
+
+    def no_finetuning(*args, **kwargs):
+        raise AssertionError("fine-tuned the table's models")
+    monkeypatch.setattr(zoo, "finetune_many", no_finetuning)
+    monkeypatch.setattr(asyrp_editing, "survival_curves", lambda args, models, size: {m: {0: 1.0} for m in models})
+    monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path / "out"), "--source", str(path),
+                                      "--parts", "survival"])
+    assert asyrp_editing.main() == 0
+    result = json.loads((tmp_path / "out" / "editing.json").read_text())
+    assert list(result["survival"]) == ["source 64 px"] and "finetuning" not in result
