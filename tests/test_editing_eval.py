@@ -112,6 +112,17 @@ def test_source_bar_criteria():
                                       "kept ≥ 0.95": True, "PSNR ≥ 27 dB": True}
 
 
+def test_one_source_bar_names_and_judges_every_criterion():
+    """The stored results key their criteria by these names, and the book's reading takes the thresholds from the
+    same object: a stricter bar renames its criteria and fails a row the default passes."""
+    from sdft_lite.experiments.editing_table import SOURCE_BAR, SourceBar
+    row = {"edit": {"smiling": 0.85, "kept_mean": 0.96, "psnr_db": 28.0}, "reconstruction": {"smiling": 0.0}}
+    assert SOURCE_BAR.criteria == ("smiling ≥ 0.8", "reconstruction smiling ≤ 0.02", "kept ≥ 0.95", "PSNR ≥ 27 dB")
+    stricter = SourceBar(kept=0.97, psnr_db=28.5)
+    assert stricter.passes(row) == {"smiling ≥ 0.8": True, "reconstruction smiling ≤ 0.02": True,
+                                    "kept ≥ 0.97": False, "PSNR ≥ 28.5 dB": False}
+
+
 def test_synthfaces_smile_preset_closes_the_window_and_the_official_one_does_not():
     smile, official = AsyrpConfig.synthfaces_smile(), AsyrpConfig.official()
     assert (smile.t_edit, smile.t_edit_upper, smile.t_boost) == (200, 500, 100)

@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from sdft_lite.experiments.editing_table import SOURCE_BAR
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results" / "synthfaces_editing" / "editing.json"
 OUTPUT = REPO_ROOT / "book" / "generated" / "editing_tables.md"
@@ -75,17 +77,17 @@ def bar_reading(result: dict) -> str:
     if passing:
         return "**The bar is passed** by the classifier direction with " + "; ".join(passing) + "."
     most = max(entries, key=lambda e: e["edit_kept_mean"]["mean"])
-    smiling = [e for e in entries if e["bar"]["smiling ≥ 0.8"]]
+    smiling = [e for e in entries if e["bar"][SOURCE_BAR.criteria[0]]]
     words = (f"**No setting passes the bar.** Over the {len(entries)} classifier-direction settings, the most any "
              f"keeps is {most['edit_kept_mean']['mean']:.3f} ({setting_words(most)}, smiling "
              f"{most['edit_smiling']['mean']:.2f})")
     if smiling:
         best = max(smiling, key=lambda e: e["edit_kept_mean"]["mean"])
-        words += (f"; of those that make ≥ 0.8 smile, {best['edit_kept_mean']['mean']:.3f} "
+        words += (f"; of those that make ≥ {SOURCE_BAR.smiling:g} smile, {best['edit_kept_mean']['mean']:.3f} "
                   f"({setting_words(best)})")
     recon = max(e["reconstruction_kept_mean"]["mean"] for e in entries)
     words += (f". The plain reconstruction (inversion and regeneration without Δh) already keeps only {recon:.3f}, "
-              f"so the bar leaves the edit {recon - 0.95:.3f} to lose, and every setting loses at least "
+              f"so the bar leaves the edit {recon - SOURCE_BAR.kept:.3f} to lose, and every setting loses at least "
               f"{recon - most['edit_kept_mean']['mean']:.3f}.")
     kept = [key[len("edit_kept_"):] for key in most if key.startswith("edit_kept_") and key != "edit_kept_mean"]
     drops = {a: most["reconstruction_kept_" + a]["mean"] - most["edit_kept_" + a]["mean"] for a in kept}
@@ -189,7 +191,8 @@ def render(result: dict) -> str:
     earlier = result.get("earlier_calls", [result["previous"]] if "previous" in result else [])
     if earlier:
         out[-1] += (" Rows and survival curves carried from earlier calls (`--previous`), oldest first: " +
-                    "; ".join(f"commit `{call['commit'][:7]}`, {call['wall_seconds']:.0f} s (`{call['command']}`)"
+                    "; ".join(f"{call.get('device', 'device not recorded')}, commit `{call['commit'][:7]}`, "
+                              f"{call['wall_seconds']:.0f} s (`{call['command']}`)"
                               for call in earlier) + ".")
     out.append("")
     if "survival" in result:
@@ -197,8 +200,8 @@ def render(result: dict) -> str:
                 "smiling after noising to t and the model's DDIM back):", "", *survival_table(result["survival"]), ""]
     summary = result["summary"]
     if any(e["part"] == "bar" for e in summary):
-        out += ["**The bar, on the source model** (neutral photos; smiling ≥ 0.8, reconstruction ≤ 0.02, kept ≥ "
-                "0.95, PSNR ≥ 27 dB; each edit judged by the instrument that did not train it: the classifier's "
+        out += [f"**The bar, on the source model** (neutral photos; {', '.join(SOURCE_BAR.criteria)}; "
+                "each edit judged by the instrument that did not train it: the classifier's "
                 "direction by SynthCLIP, SynthCLIP's text direction by the classifier; \"fails\" names the criteria "
                 "missed):", "", *bar_table(summary), "",
                 bar_reading(result), ""]

@@ -257,6 +257,18 @@ def test_editing_tables_page_is_the_one_the_stored_results_give():
         "book/generated/editing_tables.md is stale: run python book/tools/editing_tables.py"
 
 
+def test_editing_tables_name_the_device_of_every_carried_call():
+    result = {"summary": [], "seeds": [0], "device": "CPU x86_64 x2", "commit": "b" * 40, "wall_seconds": 11.0,
+              "command": "bench/asyrp_editing.py --parts renderer",
+              "config": {"n_train": 100, "n_test": 500, "asyrp": {"steps": "40", "epochs": 5, "batch": 4,
+                                                                   "t_boost": 100}},
+              "earlier_calls": [{"device": "NVIDIA H200", "commit": "a" * 40, "wall_seconds": 358.0,
+                                 "command": "bench/asyrp_editing.py --parts table"}]}
+    page = editing_tables.render(result)
+    assert "NVIDIA H200, commit `aaaaaaa`, 358 s (`bench/asyrp_editing.py --parts table`)" in page
+    assert "CPU x86_64 x2, commit `bbbbbbb`" in page
+
+
 # ---------------------------------------------------------------- execute_notebooks
 
 def test_consecutive_pieces_of_one_stream_are_joined_and_others_kept():

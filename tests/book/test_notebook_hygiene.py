@@ -15,9 +15,8 @@ from tests.helpers import load_tool
 chapter_times = load_tool("chapter_times")   # the parser the book's wall-time table uses
 
 CHAPTERS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
-# every other chapter stores its full-mode (GPU) run; chapter 6, rewritten with SynthCLIP, stores its quick CPU run
-# until its full run is stored (the session that rewrote it had no device time left)
-STORED_MODE = {"00_setup_check": "quick", "06_editing": "quick"}
+# every other chapter stores its full-mode (GPU) run
+STORED_MODE = {"00_setup_check": "quick"}
 MODE_LINE = re.compile(r"^mode=(quick|full) hardware=\S", re.MULTILINE)
 
 
