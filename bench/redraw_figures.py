@@ -1,7 +1,8 @@
-"""Redraw the stored frontier figures from their result files, after a change to ``sdft_lite.figures`` (CPU, seconds):
-the numbers are the stored ones, only the drawing is new.
+"""Redraw the stored figures after a change to ``sdft_lite.figures`` (CPU, seconds): the numbers and images are the
+stored ones, only the drawing is new. The frontiers are drawn from their result files; the full benchmark's sample
+grid from the images its stored figure shows, read back exactly (the samples themselves are not stored).
 
-    python bench/redraw_figures.py        # results/synthfaces_full/frontier.png, results/synthfaces_frontier/frontier.png
+    python bench/redraw_figures.py   # results/synthfaces_full/{frontier,grid}.png, results/synthfaces_frontier/frontier.png
 """
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sdft_lite import figures  # noqa: E402
-from sdft_lite.experiments import benchmark, frontier  # noqa: E402
+from sdft_lite.experiments import benchmark, frontier, zoo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -27,11 +32,49 @@ def benchmark_config(stored: dict) -> benchmark.BenchmarkConfig:
     return config
 
 
+def runs(mask: np.ndarray, min_length: int) -> list[tuple[int, int]]:
+    """(start, length) of every run of True in a 1-D mask at least ``min_length`` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_length]
+
+
+def grid_images(png: str | Path, size: int) -> torch.Tensor:
+    """[rows, columns, 3, size, size] in [-1, 1]: the images a stored grid figure shows, read back exactly.
+
+    The grid was drawn with nearest-neighbour scaling, so each image pixel is a uniform block of screen pixels. The
+    tiles are the runs of mostly non-white rows and columns (text and frame lines are shorter than a tile); each
+    block's centre is that pixel's value. A block that is not uniform around its centre stops the redraw."""
+    image = np.asarray(Image.open(png).convert("RGB"))
+    ink = (image < 245).any(-1)
+    row_runs = runs(ink.mean(1) > 0.5, 2 * size)
+    band = ink[row_runs[0][0]:row_runs[-1][0] + row_runs[-1][1]]
+    column_runs = runs(band.mean(0) > 0.5, 2 * size)
+    tiles = np.empty((len(row_runs), len(column_runs), size, size, 3), dtype=np.uint8)
+    for r, (y, h) in enumerate(row_runs):
+        for c, (x, w) in enumerate(column_runs):
+            centre, off = ((np.arange(size) + 0.5) / size), 0.25 / size
+            ys, xs = y + centre * h, x + centre * w
+            sample = image[np.ix_(ys.astype(int), xs.astype(int))]
+            for dy, dx in ((off, off), (-off, -off)):    # a quarter pixel off the centre reads the same block
+                near = image[np.ix_((ys + dy * h).astype(int), (xs + dx * w).astype(int))]
+                if not np.array_equal(near, sample):
+                    raise SystemExit(f"{png}: tile ({r}, {c}) is not a nearest-neighbour image of {size} px")
+            tiles[r, c] = sample
+    return torch.from_numpy(tiles).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+
+
 def main() -> int:
     stored = json.loads((RESULTS / "synthfaces_full" / "benchmark.json").read_text())
     path = figures.save(benchmark.frontier_figure(stored["summary"], benchmark_config(stored["config"])),
                         RESULTS / "synthfaces_full" / "frontier.png")
     print(f"redrew {path}")
+    grid_png = RESULTS / "synthfaces_full" / "grid.png"
+    columns = [benchmark.SOURCE_LABEL, *dict.fromkeys(label for label, _ in benchmark_config(stored["config"]).runs())]
+    images = grid_images(grid_png, zoo.source_model().config.image_size)   # the benchmark samples at its size
+    if images.shape[1] != len(columns):
+        raise SystemExit(f"{grid_png} shows {images.shape[1]} models, the stored benchmark has {len(columns)}")
+    path = figures.save(figures.row_grid(dict(zip(columns, images.transpose(0, 1))), benchmark.GRID_TITLE), grid_png)
+    print(f"redrew {path} ({images.shape[0]} noises x {images.shape[1]} models, read back from the old figure)")
     rivals = json.loads((RESULTS / "synthfaces_frontier" / "frontier.json").read_text())
     path = figures.save(frontier.frontier_figure(rivals), RESULTS / "synthfaces_frontier" / "frontier.png")
     print(f"redrew {path}")

@@ -163,22 +163,21 @@ def loss_curves(records: Sequence[Mapping[str, float]], terms: Sequence[str] = L
 
 
 @styled
-def column_grid(columns: Mapping[str, torch.Tensor], title: str) -> Figure:
-    """One labelled column per entry; row r of every column comes from the same noise (or the same input).
-    columns: name → [N, C, H, W] in [−1, 1]."""
-    names = list(columns)
-    rows = min(len(images) for images in columns.values())
-    interleaved = torch.stack([columns[name][:rows] for name in names], dim=1).flatten(0, 1)
-    grid = make_grid(interleaved, columns=len(names))
-    figure = Figure(figsize=(1.15 * len(names) + 0.4, 1.15 * rows + 0.8), layout="tight")
+def row_grid(rows: Mapping[str, torch.Tensor], title: str) -> Figure:
+    """One labelled row per entry; column c of every row comes from the same noise (or the same input), so the
+    entries compare down a column. The labels sit on the left, where a long name ("SDFT λ=1, constant w") keeps a
+    readable size even with a dozen entries at page width.
+    rows: name → [N, C, H, W] in [−1, 1]."""
+    names = list(rows)
+    columns = min(len(images) for images in rows.values())
+    grid = make_grid(torch.cat([rows[name][:columns] for name in names]), columns=columns)
+    figure = Figure(figsize=(0.85 * columns + 2.2, 0.85 * len(names) + 0.5), layout="tight")
     ax = figure.subplots()
     ax.imshow(grid, interpolation="nearest")
-    cell = grid.shape[1] / len(names)
-    ax.set_xticks([cell * (i + 0.5) for i in range(len(names))], [name.replace(", ", ",\n") for name in names],
-                  fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks([])
-    figure.suptitle(title, fontsize=9)
+    cell = grid.shape[0] / len(names)
+    ax.set_yticks([cell * (i + 0.5) for i in range(len(names))], names)
+    ax.set_xticks([])
+    ax.set_title(title)
     return figure
 
 

@@ -51,7 +51,7 @@ def built_figures():
     rng = np.random.default_rng(0)
     yield "loss_curves", figures.loss_curves([{"step": s, "loss": 1 / s, "mse": 0.5 / s, "aux": 0.1 / s}
                                               for s in range(1, 20)])
-    yield "column_grid", figures.column_grid({"source": images, "naive, λ = 0": images, "SDFT": images}, "grid")
+    yield "row_grid", figures.row_grid({"source": images, "naive, λ = 0": images, "SDFT": images}, "grid")
     yield "frontier", figures.frontier(points, {p: p for p in points}, "retention", "frontier", colours,
                                        line=("naive", "SDFT 1", "SDFT 10"))
     yield "frontier, grouped", figures.frontier(points, {p: p for p in points}, "retention", "frontier", colours,

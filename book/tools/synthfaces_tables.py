@@ -25,6 +25,11 @@ OUTPUT = REPO_ROOT / "book" / "generated" / "synthfaces_reproduction.md"
 FIGURES = ("frontier.png", "forgetting.png", "grid.png")   # copied beside the page as synthfaces_<name>
 
 
+def figure(name: str, caption: str) -> list[str]:
+    """A numbered, captioned MyST figure of ``results/synthfaces_full/<name>.png`` as copied beside the page."""
+    return [f"```{{figure}} generated/synthfaces_{name}.png", f":name: fig-synthfaces-{name}", "", caption, "```", ""]
+
+
 def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text(encoding="utf-8"))
 
@@ -166,12 +171,15 @@ def main() -> int:
     naive_curve = forgetting["curves"]["naive"]
     sdft_curve = forgetting["curves"].get("SDFT λ=1", {})
     out += ["", "### Beyond the paper: the λ frontier and when naive fine-tuning forgets", "",
-            "![λ frontier](generated/synthfaces_frontier.png)", "",
-            "![forgetting](generated/synthfaces_forgetting.png)", ""]
+            *figure("frontier", "The λ frontier of the full benchmark: what each model keeps of the attributes the "
+                                "target lacks against its realism and style, mean ± sd over the seeds."),
+            *figure("forgetting", "When naive fine-tuning forgets: retention after 100 to 800 fine-tuning steps, "
+                                  "naive against SDFT λ = 1 (the table below).")]
     out += table_rows(["fine-tuning steps"] + [str(k) for k in naive_curve],
                       [["naive: retention"] + [cell(v["retain_mean"]) for v in naive_curve.values()],
                        ["SDFT λ = 1: retention"] + [cell(v["retain_mean"]) for v in sdft_curve.values()]])
-    out += ["", "![shared-noise grid, seed 0](generated/synthfaces_grid.png)", ""]
+    out += ["", *figure("grid", "Seed-0 samples of every model from the same eight noises (DDIM, η = 0): each "
+                                "column one noise, each row a model, so a row shows what that model kept.")]
     for name in FIGURES:
         shutil.copy(RESULTS / name, OUTPUT.parent / f"synthfaces_{name}")
     OUTPUT.write_text("\n".join(out) + "\n", encoding="utf-8")

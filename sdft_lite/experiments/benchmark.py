@@ -55,6 +55,7 @@ from .zoo import key as zoo_key
 
 CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
 SOURCE_LABEL = "source"
+GRID_TITLE = "each column one noise, each row a model (DDIM, η = 0)"
 ABLATION_WEIGHTINGS = {"constant": Constant(), "min_snr": MinSNR(5.0)}   # the paper's Table 4 (both terms)
 
 
@@ -112,7 +113,7 @@ class BenchmarkConfig:
     sdedit_steps: str = "ddim40"         # the authors' variant: perturb to t0 on this respacing, DDIM back
     sdedit_t0: int = 500
     num_reference: int = 1000            # held-out full / limited renders for realism
-    grid_rows: int = 8
+    grid_rows: int = 8                   # images per model in the sample grids (one noise or input photo each)
     batch_size: int = 250
 
     @classmethod
@@ -335,8 +336,8 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
     timer = time.perf_counter()
     source_metrics, source_samples, _ = evaluator.evaluate(source, translate=False)
     wall["evaluate source"] = time.perf_counter() - timer
-    grid_columns, sdedit_columns = {SOURCE_LABEL: source_samples[:config.grid_rows]}, {}
-    sdedit_columns["input photo"] = evaluator.photos[:config.grid_rows]
+    sample_grid, sdedit_grid = {SOURCE_LABEL: source_samples[:config.grid_rows]}, {}
+    sdedit_grid["input photo"] = evaluator.photos[:config.grid_rows]
     runs = []
     for label, spec in config.runs():
         cached = is_cached(spec)
@@ -353,18 +354,17 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
                      "loaded_from_cache": cached, "finetune_seconds": round(train_seconds, 1),
                      "evaluate_seconds": round(eval_seconds, 1), "metrics": metrics})
         if spec.seed == config.seeds[0]:
-            grid_columns[label] = samples[:config.grid_rows]
-            sdedit_columns[label] = outputs[:config.grid_rows]
+            sample_grid[label] = samples[:config.grid_rows]
+            sdedit_grid[label] = outputs[:config.grid_rows]
 
     summary = {SOURCE_LABEL: summarize([source_metrics]),
                **{label: summarize([r["metrics"] for r in runs if r["label"] == label])
                   for label in dict.fromkeys(r["label"] for r in runs)}}
     files = {"results": out_dir / "results.json", "records": out_dir / "records.json", "grid": out_dir / "grid.png",
              "sdedit_grid": out_dir / "sdedit_grid.png", "frontier": out_dir / "frontier.png"}
-    figures.save(figures.column_grid(grid_columns, "rows: the same noise; columns: models (DDIM, η = 0)"),
-                 files["grid"])
-    figures.save(figures.column_grid(sdedit_columns, f"SDEdit t0 = {config.sdedit_t0}: input photo → model"),
-                 files["sdedit_grid"])
+    figures.save(figures.row_grid(sample_grid, GRID_TITLE), files["grid"])
+    figures.save(figures.row_grid(sdedit_grid, f"SDEdit t0 = {config.sdedit_t0}: each column one input photo (top), "
+                                               "each row a model's translation"), files["sdedit_grid"])
     figures.save(frontier_figure(summary, config), files["frontier"])
     wall["total"] = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started      # all threads of this process
