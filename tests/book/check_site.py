@@ -10,6 +10,7 @@ dumps the DOM and saves a screenshot of the whole page to `_build/screenshots/`.
   every stored ipywidgets view;
 - math is typeset: where the source has math the page has math elements, MathJax produced at least one
   `mjx-container` per element, reported no error, and no raw `$$`, `\\(`, `\\[` is left in the visible text;
+- no display equation is wider than the text column it sits in (it would be cut off at the right edge);
 - no <script src> or stylesheet comes from another host (in particular no jsDelivr, cdnjs or unpkg).
 
     python tests/book/check_site.py [--site _build/html] [--pages book/intro notebooks/00_setup_check]
@@ -88,6 +89,7 @@ class Rendered:
     returncode: int
     dom: str
     stderr_tail: str
+    wide_math: tuple[str, ...] = ()   # display equations wider than their column, as the screenshot shows them
 
 
 # ---------------------------------------------------------------- pages and their sources
@@ -188,8 +190,8 @@ def render(url: str, screenshot: Path, chromium: str = CHROMIUM) -> Rendered:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url]
         done = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
-    full_page_screenshot(url, screenshot, chromium)
-    return Rendered(done.returncode, done.stdout, done.stderr[-2000:])
+    shot = full_page_screenshot(url, screenshot, chromium)
+    return Rendered(done.returncode, done.stdout, done.stderr[-2000:], shot.wide_math)
 
 
 class DevToolsPipe:
@@ -241,13 +243,29 @@ PAGE_SETTLED = """new Promise(done => {           // MathJax has typeset, every 
     .then(() => Promise.race([Promise.all([...document.images].map(loaded)), new Promise(r => setTimeout(r, 5000))]))
     .then(() => done(true));
 })"""
+# a typeset display equation (the <mjx-math> inside a display <mjx-container>, which spans its text column) that is
+# wider than the container: its right end is cut off or hidden behind a scroll the screenshot does not show
+WIDE_MATH = """[...document.querySelectorAll('mjx-container[display="true"]')]
+  .filter(box => box.firstElementChild &&
+          box.firstElementChild.getBoundingClientRect().width > box.getBoundingClientRect().width + 1)
+  .map(box => (box.textContent || '').replace(/\\s+/g, ' ').slice(0, 60))"""
 WINDOW_WIDTH, WINDOW_HEIGHT, MAX_SCREENSHOT_HEIGHT = 1280, 1600, 60000
 
 
-def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Shot:
+    """A full-page screenshot's size in CSS pixels and what was measured on the page it shows."""
+
+    width: int
+    height: int
+    wide_math: tuple[str, ...]
+
+
+def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -> Shot:
     """Save a PNG of the whole page at the check's window width, not only the window Chromium's --screenshot
     captures: through the DevTools protocol, the window is made as tall as the page (so lazy images load and
-    MathJax typesets everything), then captured. Returns the (width, height) captured, in CSS pixels."""
+    MathJax typesets everything), then captured. Returns the size captured, in CSS pixels, and the display
+    equations wider than their column at that width (``WIDE_MATH``)."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith("--virtual-time-budget")]
     to_chromium, from_chromium = os.pipe(), os.pipe()
@@ -284,6 +302,8 @@ def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -
             shot = pipe.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
                              clip={"x": 0, "y": 0, "width": WINDOW_WIDTH, "height": height, "scale": 1})
             screenshot.write_bytes(base64.b64decode(shot["data"]))
+            wide = pipe.call("Runtime.evaluate", session, expression=WIDE_MATH, returnByValue=True)
+            wide_math = tuple(wide.get("result", {}).get("value") or ())
             pipe.call("Browser.close")
         finally:
             os.close(to_chromium[1])
@@ -293,7 +313,7 @@ def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-    return WINDOW_WIDTH, height
+    return Shot(WINDOW_WIDTH, height, wide_math)
 
 
 def render_all(pages: list[Page], base_url: str, screenshots: Path = SCREENSHOTS,
@@ -384,7 +404,8 @@ def visible_text(dom: str) -> str:
     return soup.get_text(" ")
 
 
-def check_math(page: Page, soup: BeautifulSoup, static: BeautifulSoup, dom: str) -> list[str]:
+def check_math(page: Page, soup: BeautifulSoup, static: BeautifulSoup, dom: str,
+               wide_math: tuple[str, ...] = ()) -> list[str]:
     problems = []
     math_elements = len(static.select("span.math, div.math"))
     typeset = len(soup.find_all("mjx-container"))
@@ -394,6 +415,8 @@ def check_math(page: Page, soup: BeautifulSoup, static: BeautifulSoup, dom: str)
         problems.append(f"{math_elements} math elements but only {typeset} typeset by MathJax")
     for error in soup.find_all("mjx-merror"):
         problems.append(f"MathJax error: {error.get('data-mjx-error', error.get_text())}")
+    problems += [f"display equation wider than the text column, cut off at {WINDOW_WIDTH} px: {text}..."
+                 for text in wide_math]
     text = visible_text(dom)
     for marker in RAW_MATH_MARKERS:
         if marker in text:
@@ -422,7 +445,7 @@ def check_page(page: Page, rendered: Rendered, base_url: str) -> list[str]:
     return (check_loads(page, rendered, soup, base_url)
             + check_images(page, soup, base_url)
             + check_widgets(page, soup)
-            + check_math(page, soup, static, rendered.dom)
+            + check_math(page, soup, static, rendered.dom, rendered.wide_math)
             + check_no_cdn(static, "the built HTML")
             + check_no_cdn(soup, "the rendered page"))
 

@@ -132,8 +132,27 @@ def test_screenshots_show_the_whole_page_not_only_the_window(tmp_path):
     page = tmp_path / "tall.html"
     page.write_text('<html><body style="margin:0"><div style="height:4000px;background:red"></div>'
                     '<div style="height:1000px;background:blue"></div></body></html>', encoding="utf-8")
-    width, height = check_site.full_page_screenshot(page.as_uri(), tmp_path / "tall.png", chromium)
+    shot = check_site.full_page_screenshot(page.as_uri(), tmp_path / "tall.png", chromium)
+    width, height = shot.width, shot.height
     from PIL import Image
     image = Image.open(tmp_path / "tall.png").convert("RGB")
     assert (width, height) == (check_site.WINDOW_WIDTH, 5000) and image.size == (check_site.WINDOW_WIDTH, 5000)
     assert image.getpixel((10, 100)) == (255, 0, 0) and image.getpixel((10, 4990)) == (0, 0, 255)
+
+
+def test_a_display_equation_wider_than_its_column_is_found(tmp_path):
+    """The measurement behind the wide-math check, on a page with two display boxes in a 600-px column: the one
+    whose typeset maths is 900 px wide is reported, the 300-px one is not (no MathJax needed: the check reads the
+    boxes' geometry)."""
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed")
+        pytest.skip("chromium is not installed")
+    box = ('<mjx-container display="true" style="display:block;overflow-x:auto">'
+           '<mjx-math style="display:inline-block;width:{}px">{}</mjx-math></mjx-container>')
+    page = tmp_path / "math.html"
+    page.write_text('<html><body><div style="width:600px">' + box.format(900, "wide") + box.format(300, "narrow")
+                    + "</div></body></html>", encoding="utf-8")
+    shot = check_site.full_page_screenshot(page.as_uri(), tmp_path / "math.png", chromium)
+    assert shot.wide_math == ("wide",)
