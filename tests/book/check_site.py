@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import functools
 import io
 import json
@@ -261,6 +262,13 @@ class Shot:
     wide_math: tuple[str, ...]
 
 
+def above_nine(fd: int) -> int:
+    """The same open file on the lowest free descriptor above 9 (the original closed)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return moved
+
+
 def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -> Shot:
     """Save a PNG of the whole page at the check's window width, not only the window Chromium's --screenshot
     captures: through the DevTools protocol, the window is made as tall as the page (so lazy images load and
@@ -270,8 +278,11 @@ def full_page_screenshot(url: str, screenshot: Path, chromium: str = CHROMIUM) -
     flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith("--virtual-time-budget")]
     to_chromium, from_chromium = os.pipe(), os.pipe()
     # --remote-debugging-pipe reads fd 3 and writes fd 4: bash (dash takes one-digit fds only) puts the pipe ends
-    # there and execs Chromium
-    # (thread-safe, unlike a preexec_fn: render_all runs several pages at once)
+    # there and execs Chromium (thread-safe, unlike a preexec_fn: render_all runs several pages at once). The
+    # child's ends are first moved above 9: in a process with few files open the pipes get fds 3 to 6, and
+    # "3<&3 ... 3<&-" would close the very end Chromium needs
+    to_chromium = (above_nine(to_chromium[0]), to_chromium[1])
+    from_chromium = (from_chromium[0], above_nine(from_chromium[1]))
     as_fds_3_and_4 = (f'exec "$0" "$@" 3<&{to_chromium[0]} 4>&{from_chromium[1]} '
                       f'{to_chromium[0]}<&- {from_chromium[1]}>&-')
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:

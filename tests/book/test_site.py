@@ -156,3 +156,22 @@ def test_a_display_equation_wider_than_its_column_is_found(tmp_path):
                     + "</div></body></html>", encoding="utf-8")
     shot = check_site.full_page_screenshot(page.as_uri(), tmp_path / "math.png", chromium)
     assert shot.wide_math == ("wide",)
+
+
+def test_screenshots_work_from_a_process_with_few_open_files(tmp_path):
+    """A fresh interpreter (the script's command line) gets its pipes on fds 3 to 6; the pipe ends Chromium reads
+    as fds 3 and 4 must survive being moved there (the check used to close one and Chromium exited at once)."""
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed")
+        pytest.skip("chromium is not installed")
+    page = tmp_path / "page.html"
+    page.write_text('<html><body style="margin:0"><div style="height:2000px;background:red"></div></body></html>',
+                    encoding="utf-8")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import check_site; "
+              "print(check_site.full_page_screenshot(sys.argv[2], check_site.Path(sys.argv[3])).height)")
+    done = subprocess.run([sys.executable, "-c", script, str(Path(check_site.__file__).parent), page.as_uri(),
+                           str(tmp_path / "page.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.strip() == "2000"
