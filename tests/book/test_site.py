@@ -23,6 +23,18 @@ import check_site  # noqa: E402
 PAGES = check_site.toc_pages()
 
 
+def need_chromium() -> str:
+    """Chromium's path; a test that needs it fails in CI without it (the site check is part of `make test`) and is
+    skipped elsewhere."""
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        message = "chromium is not installed (apt-get update && apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
+
+
 @pytest.fixture(scope="module")
 def rendered_site():
     """Serve the built site, render every toc page once (in parallel), yield (base_url, renders)."""
@@ -31,12 +43,7 @@ def rendered_site():
         if os.environ.get("SDFT_BOOK_SITE_REQUIRED") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    chromium = check_site.find_chromium()
-    if chromium is None:
-        message = "chromium is not installed (apt-get update && apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    chromium = need_chromium()
     with check_site.serve(check_site.SITE) as base_url:
         yield base_url, check_site.render_all(PAGES, base_url, check_site.SCREENSHOTS, chromium)
 
@@ -90,11 +97,7 @@ def test_notebook_outputs_are_counted_except_removed_cells(tmp_path):
 def test_a_static_slider_player_swaps_its_frame_in_chromium(tmp_path):
     """figures.slider_player needs no kernel: in headless Chromium, moving its range input shows another frame and
     its label (a harness page moves the slider the way a reader's input event does)."""
-    chromium = check_site.find_chromium()
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
+    chromium = need_chromium()
     from matplotlib.figure import Figure
 
     from sdft_lite.figures import slider_player
@@ -124,11 +127,7 @@ def test_a_static_slider_player_swaps_its_frame_in_chromium(tmp_path):
 def test_screenshots_show_the_whole_page_not_only_the_window(tmp_path):
     """full_page_screenshot captures a page taller than the 1600-px window from top to bottom: the PNG is as tall
     as the page, and its bottom rows show the page's last element (blue), not the window's end."""
-    chromium = check_site.find_chromium()
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
+    chromium = need_chromium()
     page = tmp_path / "tall.html"
     page.write_text('<html><body style="margin:0"><div style="height:4000px;background:red"></div>'
                     '<div style="height:1000px;background:blue"></div></body></html>', encoding="utf-8")
@@ -144,11 +143,7 @@ def test_a_display_equation_wider_than_its_column_is_found(tmp_path):
     """The measurement behind the wide-math check, on a page with two display boxes in a 600-px column: the one
     whose typeset maths is 900 px wide is reported, the 300-px one is not (no MathJax needed: the check reads the
     boxes' geometry)."""
-    chromium = check_site.find_chromium()
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
+    chromium = need_chromium()
     box = ('<mjx-container display="true" style="display:block;overflow-x:auto">'
            '<mjx-math style="display:inline-block;width:{}px">{}</mjx-math></mjx-container>')
     page = tmp_path / "math.html"
@@ -161,11 +156,7 @@ def test_a_display_equation_wider_than_its_column_is_found(tmp_path):
 def test_screenshots_work_from_a_process_with_few_open_files(tmp_path):
     """A fresh interpreter (the script's command line) gets its pipes on fds 3 to 6; the pipe ends Chromium reads
     as fds 3 and 4 must survive being moved there (the check used to close one and Chromium exited at once)."""
-    chromium = check_site.find_chromium()
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
+    chromium = need_chromium()
     page = tmp_path / "page.html"
     page.write_text('<html><body style="margin:0"><div style="height:2000px;background:red"></div></body></html>',
                     encoding="utf-8")
