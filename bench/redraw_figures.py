@@ -50,9 +50,9 @@ def grid_images(png: str | Path, size: int) -> torch.Tensor:
     band = ink[row_runs[0][0]:row_runs[-1][0] + row_runs[-1][1]]
     column_runs = runs(band.mean(0) > 0.5, 2 * size)
     tiles = np.empty((len(row_runs), len(column_runs), size, size, 3), dtype=np.uint8)
+    centre, off = (np.arange(size) + 0.5) / size, 0.25 / size    # of each pixel's block, as a share of the tile
     for r, (y, h) in enumerate(row_runs):
         for c, (x, w) in enumerate(column_runs):
-            centre, off = ((np.arange(size) + 0.5) / size), 0.25 / size
             ys, xs = y + centre * h, x + centre * w
             sample = image[np.ix_(ys.astype(int), xs.astype(int))]
             for dy, dx in ((off, off), (-off, -off)):    # a quarter pixel off the centre reads the same block
@@ -65,11 +65,12 @@ def grid_images(png: str | Path, size: int) -> torch.Tensor:
 
 def main() -> int:
     stored = json.loads((RESULTS / "synthfaces_full" / "benchmark.json").read_text())
-    path = figures.save(benchmark.frontier_figure(stored["summary"], benchmark_config(stored["config"])),
+    config = benchmark_config(stored["config"])
+    path = figures.save(benchmark.frontier_figure(stored["summary"], config),
                         RESULTS / "synthfaces_full" / "frontier.png")
     print(f"redrew {path}")
     grid_png = RESULTS / "synthfaces_full" / "grid.png"
-    columns = [benchmark.SOURCE_LABEL, *dict.fromkeys(label for label, _ in benchmark_config(stored["config"]).runs())]
+    columns = [benchmark.SOURCE_LABEL, *dict.fromkeys(label for label, _ in config.runs())]
     images = grid_images(grid_png, zoo.source_model().config.image_size)   # the benchmark samples at its size
     if images.shape[1] != len(columns):
         raise SystemExit(f"{grid_png} shows {images.shape[1]} models, the stored benchmark has {len(columns)}")
