@@ -14,18 +14,20 @@ Phases (``--phases``, run in the order given; ``reference`` runs first whenever 
 - ``sync_check``: host synchronisations per eager SDFT step and per DDIM step (``torch.cuda.set_sync_debug_mode``),
   with the lines that cause them.
 - ``eager``: sdft_lite's eager step: SDFT skipping negligible aux samples, SDFT with every aux sample, naive.
-- ``compiled``: the compiled SDFT step (torch.compile, default mode; every aux sample: one static shape).
-  ``resident``, ``profile`` and ``stream`` reuse its compiled trainer (no recompile):
-  ``resident``: the same step with the uint8 data set on the GPU (the trainer reads an in-memory ImageSet, no
-  DataLoader: each step gathers 16 images on the host and copies them over; here the gather runs on the GPU);
+- ``compiled``: the compiled SDFT step computing every aux sample (torch.compile, default mode; one static shape).
+- ``aux4``: the compiled step with the unbiased 4-sample aux estimator (``aux_samples=4``), what the GPU presets
+  run (every convolution channels-last: ``compile_channels_last``); its losses over the warm-up steps are compared
+  with the same steps run eagerly. ``resident``, ``profile`` and ``stream`` reuse its compiled trainer (no recompile):
+  ``resident``: the same step with the uint8 data set on the host (``TrainConfig.data_on_device=False``, as
+  before it existed: each step gathers 16 images there and copies them over) against the default, on the GPU;
   ``profile``: torch.profiler over 5 steps, kernel time by category, and whether the convolutions run
   channels-last (inductor's layout decision per graph, and the time in cuDNN's NCHW↔NHWC transposes);
   ``stream``: the teacher's forward on a side CUDA stream (``TrainConfig.teacher_stream``).
-- ``aux4``: the compiled step with the unbiased 4-sample aux estimator (``aux_samples=4``).
-- ``naive``: the compiled naive step (the SDFT ÷ naive ratio).
-- ``layout_force``: compiled with ``torch._inductor.config.force_layout_optimization`` (channels-last convs chosen
-  by inductor); ``layout_channels_last``: compiled with channels_last inputs and weights (``channels_last=True``).
-- ``coordinate_descent``: compiled with ``torch._inductor.config.coordinate_descent_tuning``.
+- ``naive``: the compiled naive step (the SDFT ÷ naive ratios).
+- ``layout_inductor``: the aux4 step compiled with ``compile_channels_last=False``: inductor chooses the layout
+  itself and keeps the training graph NCHW (cuDNN then transposes around its NHWC kernels);
+  ``layout_channels_last``: compiled with channels_last inputs and weights (``channels_last=True``).
+- ``coordinate_descent``: the aux4 step compiled with ``torch._inductor.config.coordinate_descent_tuning``.
 - ``loss_curve``: the fast eager trainer against the plain one (fp32, every aux sample) on the same batches, t and
   ε: their loss curves must agree up to bf16 rounding. ``memory``: batch 4 with gradient checkpointing, bf16 and
   fp16 (what a T4 would run).
@@ -45,6 +47,7 @@ import argparse
 import collections
 import contextlib
 import copy
+import dataclasses
 import json
 import platform
 import re
@@ -59,6 +62,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from provenance import commit  # noqa: E402  (bench/ is this script's folder)
 from sdft_lite.data import ImageSet  # noqa: E402
 from sdft_lite.diffusion import mean_flat  # noqa: E402
 from sdft_lite.sample import generate  # noqa: E402
@@ -66,14 +70,18 @@ from sdft_lite.schedule import make_schedule  # noqa: E402
 from sdft_lite.train import TrainConfig, Trainer  # noqa: E402
 from sdft_lite.unet import UNetConfig, UNetModel  # noqa: E402
 
-PHASES = ("reference", "sync_check", "eager", "compiled", "resident", "profile", "stream", "aux4", "naive",
-          "sampling", "layout_force", "layout_channels_last", "coordinate_descent", "loss_curve", "memory")
+PHASES = ("reference", "sync_check", "eager", "aux4", "resident", "profile", "stream", "naive", "compiled",
+          "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "coordinate_descent", "loss_curve",
+          "memory")
 PEAK_NOTE = "MFU = achieved / measured bf16 matmul peak (8192³, this run)"
 ISSUE_BASELINE_H200 = {   # the figures issue #20 starts from (H200, batch 16, 256 px, img/s)
     "reference_sdft_fp32": 32.1, "reference_sdft_bf16": 38.5, "reference_naive": 77.1,
     "sdft_lite_sdft_eager": 37.4, "sdft_lite_sdft_compiled": 68.9, "sdft_lite_naive_eager": 94.7,
     "sdft_lite_naive_compiled": 153.3, "ddim40_batch64_eager": 6.9, "ddim40_batch64_compiled": 16.3}
 TARGETS = {"sdft_img_per_s": 120, "sdft_over_naive_step_time": 1.5, "ddim40_batch64_img_per_s": 22}
+EVERY_AUX, AUX4, NAIVE = ("sdft_lite_sdft_every_aux_bf16_compiled", "sdft_lite_sdft_aux4_bf16_compiled",
+                          "sdft_lite_naive_bf16_compiled")
+AUX4_OVERRIDES = dict(aux_skip_below=0.0, aux_samples=4)
 SAMPLE_MODES = {"eager": (None, False), "compiled": ("default", False), "graph": (None, True),
                 "compiled_graph": ("default", True), "reduce_overhead": ("reduce-overhead", False)}
 
@@ -252,7 +260,7 @@ class Bench:
         b = setup.batch
         self.fe = {"reference_sdft": 8.0, "naive": 3.0, "sdft_every_aux": 8.0, "sdft_skip": 4.0 * (1 + kept),
                    "sdft_aux4": 4.0 * (1 + 4 / b)}
-        self.compiled = None   # the compiled every-aux trainer, shared by resident, profile and stream
+        self.compiled = None   # the compiled aux4 trainer (the GPU presets'), shared by resident, profile, stream
         self.last_compile_mode = None   # sampling: torch.compile mode of the last compiled step
         record.data.update(bf16_matmul_peak_tflops=round(self.peak, 1), gflop_per_forward=round(self.gflop, 2),
                            aux_kept_fraction=round(kept, 3), forward_equivalents=self.fe)
@@ -260,10 +268,11 @@ class Bench:
 
     # ---- helpers -------------------------------------------------------------------------------
     def trainer(self, **overrides) -> Trainer:
-        """sdft_lite's Trainer with the benchmark's settings (the MetFaces preset, bf16, skipping < 1e-6)."""
+        """sdft_lite's Trainer with the benchmark's settings: the MetFaces preset, bf16, eager, aux samples of weight
+        < 1e-6 skipped (the aux4 and every-aux phases override the last two)."""
         s = self.setup
         settings = dict(source_checkpoint=str(self.source), out_dir=str(self.workdir / "run"), batch_size=s.batch,
-                        precision="bf16", aux_skip_below=1e-6, progress=False, sample_every=0, save_every=0,
+                        precision="bf16", aux_skip_below=1e-6, aux_samples=0, progress=False, sample_every=0, save_every=0,
                         compile=False, unet=s.unet)
         return Trainer(TrainConfig.metfaces(**{**settings, **overrides}), device=s.device, data=self.data)
 
@@ -293,16 +302,18 @@ class Bench:
         with inductor_config(inductor or {}), layout_decisions(decisions):
             start = time.perf_counter()
             trainer = self.trainer(compile=True, **overrides)
-            for _ in range(self.setup.warmup):   # the first step compiles
-                trainer.train_step()
+            losses = [trainer.train_step()["loss"] for _ in range(self.setup.warmup)]   # the first step compiles
             sync(self.setup.device)
         return trainer, {"warmup_seconds": round(time.perf_counter() - start, 1), "label": label,
-                         "inductor_channels_last_graphs": decisions}
+                         "inductor_channels_last_graphs": decisions, "warmup_losses": [float(v) for v in losses]}
 
-    def ensure_compiled(self) -> Trainer:
-        if self.compiled is None:
-            self.compiled_phase()
-        return self.compiled
+    def eager_losses(self, **overrides) -> list[float]:
+        """The losses of the first warm-up-many steps of the same run, eager (no compile, the same bf16 autocast)."""
+        trainer = self.trainer(**overrides)
+        losses = [float(trainer.train_step()["loss"]) for _ in range(self.setup.warmup)]
+        del trainer
+        release_memory(self.setup.device)
+        return losses
 
     def ratio(self, name: str, sdft_phase: str, naive_phase: str) -> None:
         phases = self.record.data["phases"]
@@ -356,51 +367,71 @@ class Bench:
         self.ratio("eager_sdft_skip_over_naive_time", "sdft_lite_sdft_skip_bf16", "sdft_lite_naive_bf16")
 
     def compiled_phase(self) -> None:
-        trainer, info = self.compiled_trainer("every aux sample")
+        self.variant_phase(EVERY_AUX, self.fe["sdft_every_aux"], "reference_sdft_fp32_tf32", aux_skip_below=0.0)
+        self.ratio("compiled_sdft_over_naive_time", EVERY_AUX, NAIVE)
+
+    def aux4_phase(self) -> None:
+        """The GPU presets' step, compiled; kept for resident, profile and stream."""
+        self.drop_compiled()
+        eager = self.eager_losses(**AUX4_OVERRIDES)
+        trainer, info = self.compiled_trainer("4 aux samples drawn by weight (the GPU presets)", **AUX4_OVERRIDES)
         self.compiled = trainer
-        values = self.throughput(trainer.train_step, self.fe["sdft_every_aux"], "reference_sdft_fp32_tf32", **info)
+        compiled = info.pop("warmup_losses")
+        info["loss_vs_eager"] = relative_differences(compiled, eager)
+        values = self.throughput(trainer.train_step, self.fe["sdft_aux4"], "reference_sdft_fp32_tf32", **info)
         if self.setup.device == "cuda":
             values["syncs_per_step"] = count_syncs(trainer.train_step)
-        self.record.phase("sdft_lite_sdft_every_aux_bf16_compiled", **values)
-        self.ratio("compiled_sdft_over_naive_time", "sdft_lite_sdft_every_aux_bf16_compiled",
-                   "sdft_lite_naive_bf16_compiled")
+        self.record.phase(AUX4, **values, overrides={k: str(v) for k, v in AUX4_OVERRIDES.items()})
+        self.ratio("compiled_sdft_aux4_over_naive_time", AUX4, NAIVE)
+
+    def ensure_compiled(self) -> Trainer:
+        if self.compiled is None:
+            self.aux4_phase()
+        return self.compiled
 
     def resident_phase(self) -> None:
-        trainer = self.ensure_compiled()
-        host = trainer.data
-        trainer.data = ImageSet(host.images.to(self.setup.device), host.files)
+        self.record.phase(f"{AUX4}_data_on_host", **self.on_host(self.ensure_compiled(), self.fe["sdft_aux4"]))
+
+    def on_host(self, trainer: Trainer, fe: float) -> dict:
+        """The trainer's step timed with its image set on the host (``data_on_device=False``: a gather there and a
+        copy per step); the first batch drawn there must equal the device's bit for bit."""
+        held = trainer.data
+        index = torch.arange(min(len(held), self.setup.batch))
+        trainer.data = dataclasses.replace(held, images=held.images.cpu())
         try:
-            values = self.throughput(trainer.train_step, self.fe["sdft_every_aux"], "reference_sdft_fp32_tf32",
-                                     warmup=2, data="uint8 images on the device; gather and flip there")
+            same = torch.equal(trainer.data.batch(index, self.setup.device), held.batch(index, self.setup.device))
+            values = self.throughput(trainer.train_step, fe, "reference_sdft_fp32_tf32", warmup=2,
+                                     data="uint8 images on the host; gathered there, copied each step",
+                                     data_held_on=str(held.images.device), batch_equal_to_held=same)
             if self.setup.device == "cuda":
                 values["syncs_per_step"] = count_syncs(trainer.train_step)
-            self.record.phase("sdft_lite_sdft_every_aux_bf16_compiled_data_on_device", **values)
+            return values
         finally:
-            trainer.data = host
+            trainer.data = held
 
     def profile_phase(self) -> None:
         trainer = self.ensure_compiled()
         report = profile_steps(trainer.train_step, self.setup.profile_steps, self.setup.device, self.workdir)
         report["channels_last"] = {
-            "inductor_layout_decisions": self.record.data["phases"].get(
-                "sdft_lite_sdft_every_aux_bf16_compiled", {}).get("inductor_channels_last_graphs"),
+            "inductor_layout_decisions": self.record.data["phases"].get(AUX4, {}).get("inductor_channels_last_graphs"),
             "note": "inductor_layout_decisions: one entry per compiled graph (forward, backward, teacher); "
                     "channels_last False = inductor kept NCHW. Time in cuDNN's nchwToNhwc/nhwcToNchw kernels is "
                     "the 'conv_layout_transform' category: cuDNN transposing NCHW tensors around NHWC kernels."}
+        report["step_ms_timed"] = self.record.data["phases"].get(AUX4, {}).get("step_ms")
         (self.record.out_dir / "profile.json").write_text(json.dumps(report, indent=2))
-        self.record.phase("profile_compiled_sdft_every_aux", **{k: v for k, v in report.items() if k != "top_kernels"},
+        self.record.phase(f"profile_{AUX4}", **{k: v for k, v in report.items() if k != "top_kernels"},
                           top_kernels=report["top_kernels"][:15], files=["profile.json", "profile_table.txt"])
 
     def stream_phase(self) -> None:
         trainer = self.ensure_compiled()
         if self.setup.device != "cuda":
-            self.record.phase("sdft_lite_sdft_every_aux_bf16_compiled_teacher_stream", skipped="needs CUDA")
+            self.record.phase(f"{AUX4}_teacher_stream", skipped="needs CUDA")
             return
         trainer.teacher_stream = torch.cuda.Stream()   # what TrainConfig.teacher_stream sets up
         try:
-            values = self.throughput(trainer.train_step, self.fe["sdft_every_aux"], "reference_sdft_fp32_tf32",
+            values = self.throughput(trainer.train_step, self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
                                      warmup=3, teacher="forward on a side CUDA stream (same compiled graphs)")
-            self.record.phase("sdft_lite_sdft_every_aux_bf16_compiled_teacher_stream", **values)
+            self.record.phase(f"{AUX4}_teacher_stream", **values)
         finally:
             trainer.teacher_stream = None
 
@@ -413,36 +444,28 @@ class Bench:
         """A compiled trainer with other settings, timed, then dropped."""
         self.drop_compiled()
         trainer, info = self.compiled_trainer(name, inductor, **overrides)
+        info.pop("warmup_losses")
         self.record.phase(name, **self.throughput(trainer.train_step, fe, reference, **info),
                           inductor_config=inductor or {}, overrides={k: str(v) for k, v in overrides.items()})
         del trainer
         release_memory(self.setup.device)
 
-    def aux4_phase(self) -> None:
-        self.variant_phase("sdft_lite_sdft_aux4_bf16_compiled", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
-                           aux_skip_below=0.0, aux_samples=4)
-        self.ratio("compiled_sdft_aux4_over_naive_time", "sdft_lite_sdft_aux4_bf16_compiled",
-                   "sdft_lite_naive_bf16_compiled")
-
     def naive_phase(self) -> None:
-        self.variant_phase("sdft_lite_naive_bf16_compiled", self.fe["naive"], "reference_naive_fp32_tf32",
-                           mode="naive")
-        self.ratio("compiled_sdft_over_naive_time", "sdft_lite_sdft_every_aux_bf16_compiled",
-                   "sdft_lite_naive_bf16_compiled")
-        self.ratio("compiled_sdft_aux4_over_naive_time", "sdft_lite_sdft_aux4_bf16_compiled",
-                   "sdft_lite_naive_bf16_compiled")
+        self.variant_phase(NAIVE, self.fe["naive"], "reference_naive_fp32_tf32", mode="naive")
+        self.ratio("compiled_sdft_over_naive_time", EVERY_AUX, NAIVE)
+        self.ratio("compiled_sdft_aux4_over_naive_time", AUX4, NAIVE)
 
-    def layout_force_phase(self) -> None:
-        self.variant_phase("sdft_lite_sdft_every_aux_bf16_compiled_force_layout", self.fe["sdft_every_aux"],
-                           "reference_sdft_fp32_tf32", inductor={"force_layout_optimization": True})
+    def layout_inductor_phase(self) -> None:
+        self.variant_phase(f"{AUX4}_layout_by_inductor", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
+                           compile_channels_last=False, **AUX4_OVERRIDES)
 
     def layout_channels_last_phase(self) -> None:
-        self.variant_phase("sdft_lite_sdft_every_aux_bf16_compiled_channels_last", self.fe["sdft_every_aux"],
-                           "reference_sdft_fp32_tf32", channels_last=True)
+        self.variant_phase(f"{AUX4}_channels_last", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
+                           channels_last=True, **AUX4_OVERRIDES)
 
     def coordinate_descent_phase(self) -> None:
-        self.variant_phase("sdft_lite_sdft_every_aux_bf16_compiled_coordinate_descent", self.fe["sdft_every_aux"],
-                           "reference_sdft_fp32_tf32", inductor={"coordinate_descent_tuning": True})
+        self.variant_phase(f"{AUX4}_coordinate_descent", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
+                           inductor={"coordinate_descent_tuning": True}, **AUX4_OVERRIDES)
 
     def sampling_phase(self) -> None:
         s = self.setup
@@ -471,6 +494,28 @@ class Bench:
                 elif batch == first and eager_images is not None:
                     values.update(difference_from_eager(images, eager_images))
                 self.record.phase(name, **values)
+        self.ours.cpu()
+
+    def sampling_profile_phase(self) -> None:
+        """Kernel time by category over one compiled DDIM run (default mode, no CUDA graph: the profiler sees each
+        kernel) at the first sampling batch size."""
+        s = self.setup
+        self.drop_compiled()
+        model, batch = self.ours.to(s.device).eval(), s.sample_batches[0]
+        if self.last_compile_mode != "default":
+            torch._dynamo.reset()
+            self.last_compile_mode = "default"
+
+        def run():
+            generate(model, batch, s.size, s.sample_steps, device=s.device, batch_size=batch,
+                     precision=torch.bfloat16, compile="default")
+        run()   # compiles, unless the sampling phase already did
+        report = profile_steps(run, 1, s.device, self.workdir, table="profile_sampling_table.txt")
+        (self.record.out_dir / "profile_sampling.json").write_text(json.dumps(report, indent=2))
+        self.record.phase(f"profile_sdft_lite_{s.sample_steps}_bf16_compiled_batch{batch}",
+                          **{k: v for k, v in report.items() if k != "top_kernels"},
+                          top_kernels=report["top_kernels"][:15],
+                          files=["profile_sampling.json", "profile_sampling_table.txt"])
         self.ours.cpu()
 
     def time_sampling(self, model, batch: int, compile_mode, graph: bool, steps: int):
@@ -506,10 +551,7 @@ class Bench:
             curves[name] = [float(trainer.train_step()["loss"]) for _ in range(steps)]
             del trainer
             release_memory(self.setup.device)
-        rel = [abs(a - b) / abs(a) for a, b in zip(curves["plain"], curves["fast"])]
-        self.record.phase("loss_curve_fast_vs_plain", steps=steps, mean_relative_difference=round(sum(rel) / steps, 5),
-                          max_relative_difference=round(max(rel), 5), plain=[round(v, 5) for v in curves["plain"]],
-                          fast=[round(v, 5) for v in curves["fast"]])
+        self.record.phase("loss_curve_fast_vs_plain", **relative_differences(curves["fast"], curves["plain"]))
 
     def memory_phase(self) -> None:
         for precision in ("bf16", "fp16"):
@@ -581,9 +623,11 @@ def count_syncs(fn) -> dict:
 
     torch.cuda.synchronize()
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.cuda.set_sync_debug_mode("warn")   # setting the mode warns once itself: not counted
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = note     # restored when the block ends
-        torch.cuda.set_sync_debug_mode("warn")
         try:
             fn()
         finally:
@@ -619,7 +663,7 @@ def classify(name: str) -> str:
     return next((category for category, pattern in CATEGORIES if re.search(pattern, lowered)), "other")
 
 
-def profile_steps(step, steps: int, device: str, workdir: Path) -> dict:
+def profile_steps(step, steps: int, device: str, workdir: Path, table: str = "profile_table.txt") -> dict:
     """Kernel time by category over ``steps`` calls (device kernels on a GPU; CPU ops' self time on a CPU)."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -645,9 +689,9 @@ def profile_steps(step, steps: int, device: str, workdir: Path) -> dict:
     by_category = collections.defaultdict(float)
     for name, ms, _ in rows:
         by_category[classify(name)] += ms
-    table = prof.key_averages().table(sort_by="self_cuda_time_total" if device == "cuda" else "self_cpu_time_total",
+    text = prof.key_averages().table(sort_by="self_cuda_time_total" if device == "cuda" else "self_cpu_time_total",
                                       row_limit=60, max_name_column_width=90)
-    (workdir.parent / "profile_table.txt").write_text(table)
+    (workdir.parent / table).write_text(text)
     rows.sort(key=lambda r: -r[1])
     nhwc = sum(ms for name, ms, _ in rows if classify(name) == "convolution" and "nhwc" in name.lower())
     conv = by_category.get("convolution", 0.0)
@@ -660,11 +704,19 @@ def profile_steps(step, steps: int, device: str, workdir: Path) -> dict:
                              "category": classify(name)} for name, ms, calls in rows[:40]]}
 
 
+def relative_differences(values: list[float], reference: list[float]) -> dict:
+    """|a − b| / |b| step by step: how far a fast path's losses are from the plain path's on the same batches."""
+    rel = [abs(a - b) / abs(b) for a, b in zip(values, reference)]
+    return {"steps": len(rel), "mean_relative_difference": round(sum(rel) / len(rel), 6),
+            "max_relative_difference": round(max(rel), 6), "fast": [round(v, 6) for v in values],
+            "plain": [round(v, 6) for v in reference]}
+
+
 def difference_from_eager(images: torch.Tensor, eager: torch.Tensor) -> dict:
-    """How far a fast sampler's images are from the eager loop's, in [-1, 1] units. The bench's U-Net has random
-    weights: its x̂_0 is clipped almost everywhere, so a bf16 rounding difference can flip a clipped pixel from −1
-    to 1 (a max of 2.0) while the images agree elsewhere; the mean and the share of pixels off by more than one
-    uint8 level (2/255) say which it is."""
+    """How far a fast sampler's images are from the eager loop's, in [-1, 1] units: max, mean and the share of
+    pixels off by more than one uint8 level (2/255). The bench's U-Net has random weights, which amplify any
+    rounding difference over the 40 steps: there eager bf16 differs from eager fp32 as much (max 2.0, 99% of
+    pixels; bench/sampling_agreement.py, which also compares the paths on a trained model)."""
     diff = (images - eager).abs()
     return {"max_abs_diff_vs_eager": round(float(diff.max()), 5),
             "mean_abs_diff_vs_eager": round(float(diff.mean()), 5),
@@ -688,7 +740,6 @@ def parse_args(argv=None):
 
 
 def make_setup(args) -> Setup:
-    import dataclasses
     setup = Setup.smoke() if args.smoke else Setup()
     changes = {k: v for k, v in dict(batch=args.batch, iters=args.iters, warmup=args.warmup).items() if v}
     for name in ("sample_batches", "sample_modes", "large_batch_modes"):
@@ -701,7 +752,7 @@ def make_setup(args) -> Setup:
 
 def header(setup: Setup, args) -> dict:
     cuda = setup.device == "cuda"
-    return {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+    return {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", "commit": commit(),
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "command": " ".join(sys.argv), "smoke": args.smoke, "batch": setup.batch, "image_size": setup.size,
             "unet": setup.unet.to_flags(), "mfu_note": PEAK_NOTE, "issue_baseline_h200": ISSUE_BASELINE_H200,

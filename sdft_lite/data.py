@@ -11,6 +11,7 @@ warning; a missing or empty folder raises :class:`DataError`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -75,6 +76,20 @@ class ImageSet:
         set held there for speed): the index follows them without waiting for the device."""
         index = index.to(self.images.device, non_blocking=True)
         return self.images[index].to(device, non_blocking=True).float() / 127.5 - 1.0
+
+
+def held_on(data: ImageSet, device: torch.device | str, free_bytes: int | None = None,
+            share: float = 0.1) -> ImageSet:
+    """``data`` with its uint8 images moved to ``device`` (a GPU) when they take at most ``share`` of its free
+    memory (``free_bytes``, read from the device when not given); otherwise ``data`` itself. A set held on the GPU
+    is gathered there: no host-side gather and copy per step, the same batches bit for bit."""
+    device = torch.device(device)
+    if device.type != "cuda" or data.images.device == device:
+        return data
+    free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    if data.images.numel() * data.images.element_size() > share * free:
+        return data
+    return dataclasses.replace(data, images=data.images.to(device))
 
 
 def load_image_folder(root: str | Path, size: int, limit: int | None = None) -> ImageSet:

@@ -1,14 +1,15 @@
 """Speed options that must not change what a run computes: the teacher on a side CUDA stream (a no-op without CUDA,
-and outside the zoo's cache key), the schedule's tables kept on the trainer's device, a data set held on the device."""
+and outside the zoo's cache key), the schedule's tables kept on the trainer's device, a data set held on the device
+(on a GPU, bench/bench_speed.py checks that a batch gathered there equals the host's bit for bit)."""
 import dataclasses
 
 import pytest
 import torch
 
 from helpers import write_training_files
-from sdft_lite.data import ImageSet
+from sdft_lite.data import ImageSet, held_on
 from sdft_lite.experiments import zoo
-from sdft_lite.train import TrainConfig, Trainer
+from sdft_lite.train import TrainConfig, Trainer, compile_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
 
@@ -33,9 +34,34 @@ def test_teacher_stream_is_a_cuda_option_that_changes_nothing_on_a_cpu(files, tm
     assert plain.schedule.alphas_cumprod.device == plain.device
 
 
-def test_teacher_stream_is_not_part_of_a_models_cache_key():
+def test_compile_channels_last_asks_inductor_for_its_layout_optimisation():
+    import torch._inductor.config as inductor
+    assert compile_options(TrainConfig(compile_channels_last=False)) is None   # inductor decides (NCHW here)
+    options = compile_options(TrainConfig())
+    assert options == {"force_layout_optimization": True}
+    assert all(hasattr(inductor, key) for key in options)   # torch.compile rejects an unknown option
+
+
+@pytest.mark.parametrize("option", ["teacher_stream", "data_on_device", "compile_channels_last"])
+def test_speed_options_are_not_part_of_a_models_cache_key(option):
     base = TrainConfig.synthfaces_quick()
-    assert zoo.key(dataclasses.replace(base, teacher_stream=True)) == zoo.key(base)
+    flipped = dataclasses.replace(base, **{option: not getattr(base, option)})
+    assert zoo.key(flipped) == zoo.key(base)
+
+
+def test_a_set_stays_on_the_host_for_a_cpu_or_when_it_would_take_over_a_tenth_of_the_free_gpu_memory():
+    data = ImageSet(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), [])   # 1,920 bytes
+    assert held_on(data, "cpu") is data
+    assert held_on(data, "cuda", free_bytes=19_199) is data   # no CUDA call: the set does not fit, it stays
+    assert held_on(data, "cuda:0", free_bytes=1_000, share=1.0) is data
+
+
+def test_data_on_device_changes_nothing_on_a_cpu(files, tmp_path):
+    held = Trainer(run_config(files, tmp_path / "a"), device="cpu")
+    kept = Trainer(run_config(files, tmp_path / "b", data_on_device=False), device="cpu")
+    assert held.data.images.device.type == "cpu"
+    a, b = held.train_step(), kept.train_step()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_batch_follows_the_images_to_their_device():

@@ -56,6 +56,10 @@ TRAIN_HELP = {
                    "unbiased estimate of the aux term with one batch shape, so it compiles; 0 = every sample)",
     "teacher_stream": "CUDA: run the teacher's forward on a side stream, beside the student's (same values; "
                       "bench/bench_speed.py measures whether it is faster)",
+    "compile_channels_last": "with --compile: every convolution of the training graph in channels-last "
+                             "(inductor's layout optimisation, which it declines by itself for the ADM U-Net)",
+    "data_on_device": "CUDA: hold the decoded uint8 images on the GPU when they take under a tenth of its free "
+                      "memory, so each batch is gathered there (the same batches; no host copy per step)",
     "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
                "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
     "save_every": "checkpoint every N steps (and at the end)",

@@ -34,7 +34,7 @@ PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>
 LATER_FIELDS = ("aux_samples", "target_smile_share")
 RUN_FIELDS = ("out_dir", "data_dir", "source_checkpoint", "progress", "log_every", "save_every", "keep_last",
               "sample_every", "sample_num", "sample_steps",
-              "teacher_stream")   # where and how a run reports or computes: not what it trains
+              "teacher_stream", "data_on_device", "compile_channels_last")   # where and how a run reports or computes: not what it trains
 
 
 def default_config(**overrides) -> TrainConfig:
