@@ -1,6 +1,8 @@
 """Redraw the stored figures after a change to ``sdft_lite.figures`` (CPU, seconds): the numbers and images are the
 stored ones, only the drawing is new. The frontiers are drawn from their result files; the full benchmark's sample
-grid from the images its stored figure shows, read back exactly (the samples themselves are not stored).
+grid from its images (``grid_images.npz``, which the benchmark writes beside ``grid.png``). A benchmark stored
+before it wrote them has its images read back exactly from the old figure (models in columns), once: they are
+then written to ``grid_images.npz`` for every later redraw.
 
     python bench/redraw_figures.py   # results/synthfaces_full/{frontier,grid}.png, results/synthfaces_frontier/frontier.png
 """
@@ -63,6 +65,22 @@ def grid_images(png: str | Path, size: int) -> torch.Tensor:
     return torch.from_numpy(tiles).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
 
 
+def stored_grid(grid_png: Path, config: benchmark.BenchmarkConfig) -> dict[str, torch.Tensor]:
+    """{model: its grid images} of a stored benchmark: from grid_images.npz beside the figure, else read back from
+    the figure as the benchmark drew it before it stored them (and then stored)."""
+    stored = grid_png.with_name(benchmark.GRID_IMAGES)
+    if stored.is_file():
+        return benchmark.load_grid_images(stored)
+    labels = [benchmark.SOURCE_LABEL, *dict.fromkeys(label for label, _ in config.runs())]
+    images = grid_images(grid_png, zoo.source_model().config.image_size)   # the benchmark samples at its size
+    if images.shape[1] != len(labels):
+        raise SystemExit(f"{grid_png} shows {images.shape[1]} models, the stored benchmark has {len(labels)}")
+    grid = dict(zip(labels, images.transpose(0, 1)))
+    benchmark.save_grid_images(grid, stored)
+    print(f"read {len(labels)} models x {images.shape[0]} images back from {grid_png}; stored them in {stored}")
+    return grid
+
+
 def main() -> int:
     stored = json.loads((RESULTS / "synthfaces_full" / "benchmark.json").read_text())
     config = benchmark_config(stored["config"])
@@ -70,12 +88,9 @@ def main() -> int:
                         RESULTS / "synthfaces_full" / "frontier.png")
     print(f"redrew {path}")
     grid_png = RESULTS / "synthfaces_full" / "grid.png"
-    columns = [benchmark.SOURCE_LABEL, *dict.fromkeys(label for label, _ in config.runs())]
-    images = grid_images(grid_png, zoo.source_model().config.image_size)   # the benchmark samples at its size
-    if images.shape[1] != len(columns):
-        raise SystemExit(f"{grid_png} shows {images.shape[1]} models, the stored benchmark has {len(columns)}")
-    path = figures.save(figures.row_grid(dict(zip(columns, images.transpose(0, 1))), benchmark.GRID_TITLE), grid_png)
-    print(f"redrew {path} ({images.shape[0]} noises x {images.shape[1]} models, read back from the old figure)")
+    grid = stored_grid(grid_png, config)
+    path = figures.save(figures.row_grid(grid, benchmark.GRID_TITLE), grid_png)
+    print(f"redrew {path} ({len(grid)} models x {len(next(iter(grid.values())))} images)")
     rivals = json.loads((RESULTS / "synthfaces_frontier" / "frontier.json").read_text())
     path = figures.save(frontier.frontier_figure(rivals), RESULTS / "synthfaces_frontier" / "frontier.png")
     print(f"redrew {path}")

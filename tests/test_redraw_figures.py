@@ -1,4 +1,5 @@
-"""bench/redraw_figures.py reads a stored grid figure's images back exactly (the samples are not stored)."""
+"""bench/redraw_figures.py redraws a benchmark's sample grid from its stored images; a benchmark stored before it
+kept them has them read back exactly from its old figure, once."""
 import sys
 from pathlib import Path
 
@@ -40,3 +41,29 @@ def test_a_smoothed_figure_is_refused(tmp_path):
     old_style_grid(images, tmp_path / "grid.png", "bilinear")
     with pytest.raises(SystemExit, match="not a nearest-neighbour image"):
         redraw_figures.grid_images(tmp_path / "grid.png", 32)
+
+
+class TwoRunConfig:
+    """Stands in for a stored benchmark's preset: the labels of its runs, in order."""
+
+    def runs(self):
+        return [("naive", None), ("SDFT", None), ("SDFT", None)]   # seeds repeat a label
+
+
+def test_the_old_figure_is_read_once_then_the_stored_images_are_used(tmp_path, monkeypatch):
+    images = torch.rand(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1   # 2 noises, 3 models
+    old_style_grid(images, tmp_path / "grid.png", "nearest")
+    grid = redraw_figures.stored_grid(tmp_path / "grid.png", TwoRunConfig())
+    assert list(grid) == ["source", "naive", "SDFT"] and (tmp_path / "grid_images.npz").is_file()
+    assert np.array_equal(to_uint8(grid["naive"]), to_uint8(images[:, 1]))
+    (tmp_path / "grid.png").write_bytes(b"not a figure any more")   # a redrawn figure is never read back
+    again = redraw_figures.stored_grid(tmp_path / "grid.png", TwoRunConfig())
+    assert all(torch.equal(again[k], grid[k]) for k in grid)
+
+
+def test_stored_grid_images_round_trip_at_uint8_precision(tmp_path):
+    from sdft_lite.experiments.benchmark import load_grid_images, save_grid_images
+    grid = {"source": torch.rand(4, 3, 8, 8) * 2 - 1, "SDFT λ=1": torch.rand(4, 3, 8, 8) * 2 - 1}
+    back = load_grid_images(save_grid_images(grid, tmp_path / "g.npz"))
+    assert list(back) == list(grid)
+    assert all(np.array_equal(to_uint8(back[k]), to_uint8(grid[k])) for k in grid)

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from sdft_lite.synthfaces.attributes import FaceLabels
-from sdft_lite.experiments.benchmark import (ABSENT, BenchmarkConfig, format_table, retention, retention_gap,
-                                            run_benchmark, sample_metrics, style_rate, summarize, verdict)
+from sdft_lite.experiments.benchmark import (ABSENT, BenchmarkConfig, format_table, load_grid_images, retention,
+                                            retention_gap, run_benchmark, sample_metrics, style_rate, summarize,
+                                            verdict)
 from sdft_lite.synthfaces.domains import DomainSpec, read_labels, write_domain
 from sdft_lite.train import TrainConfig
 from sdft_lite.weighting import Constant
@@ -115,8 +116,9 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
                              sdedit_steps="ddim4", num_reference=24, grid_rows=3, batch_size=8)
     result = run_benchmark(config, tmp_path / "out", device="cpu", log=None)
     out = tmp_path / "out"
-    for name in ("results.json", "records.json", "grid.png", "sdedit_grid.png", "frontier.png"):
+    for name in ("results.json", "records.json", "grid.png", "grid_images.npz", "sdedit_grid.png", "frontier.png"):
         assert (out / name).is_file(), name
+    assert list(load_grid_images(out / "grid_images.npz")) == ["source", "naive", "SDFT λ=1"]
     saved = json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert saved["config"]["lams"] == [1.0] and saved["config"]["num_noises"] == 6
     assert [run["label"] for run in saved["runs"]] == ["naive", "SDFT λ=1"]

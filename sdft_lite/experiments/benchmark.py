@@ -39,7 +39,7 @@ from ..assets import asset_path
 from ..config import hardware, pick_device
 from ..data import load_image_folder
 from ..editing.sdedit import sdedit_ddim
-from ..sample import generate
+from ..sample import generate, to_uint8
 from ..schedule import make_schedule, respace
 from ..sdft import SDFTConfig
 from ..train import TrainConfig
@@ -57,6 +57,20 @@ CLASSIFIER, REALISM = "synthfaces/classifier.pt", "synthfaces/realism.pt"
 SOURCE_LABEL = "source"
 GRID_TITLE = "each column one noise, each row a model (DDIM, η = 0)"
 ABLATION_WEIGHTINGS = {"constant": Constant(), "min_snr": MinSNR(5.0)}   # the paper's Table 4 (both terms)
+GRID_IMAGES = "grid_images.npz"   # the sample grid's images, so that its figure can be redrawn
+
+
+def save_grid_images(grid: dict[str, torch.Tensor], path: Path) -> Path:
+    """The images of a sample grid, {label: [N, C, H, W] in [−1, 1]}, as uint8 with their labels in order."""
+    np.savez_compressed(path, labels=np.array(list(grid)), images=np.stack([to_uint8(x) for x in grid.values()]))
+    return path
+
+
+def load_grid_images(path: Path) -> dict[str, torch.Tensor]:
+    """What :func:`save_grid_images` wrote: {label: [N, C, H, W] in [−1, 1]}, at uint8 precision."""
+    with np.load(path) as stored:
+        images = torch.from_numpy(stored["images"]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+        return dict(zip(stored["labels"].tolist(), images))
 
 
 # ---- what is measured -----------------------------------------------------------------------------------------
@@ -361,7 +375,9 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, device: str | No
                **{label: summarize([r["metrics"] for r in runs if r["label"] == label])
                   for label in dict.fromkeys(r["label"] for r in runs)}}
     files = {"results": out_dir / "results.json", "records": out_dir / "records.json", "grid": out_dir / "grid.png",
-             "sdedit_grid": out_dir / "sdedit_grid.png", "frontier": out_dir / "frontier.png"}
+             "grid_images": out_dir / GRID_IMAGES, "sdedit_grid": out_dir / "sdedit_grid.png",
+             "frontier": out_dir / "frontier.png"}
+    save_grid_images(sample_grid, files["grid_images"])
     figures.save(figures.row_grid(sample_grid, GRID_TITLE), files["grid"])
     figures.save(figures.row_grid(sdedit_grid, f"SDEdit t0 = {config.sdedit_t0}: each column one input photo (top), "
                                                "each row a model's translation"), files["sdedit_grid"])
