@@ -121,6 +121,10 @@ def test_one_source_bar_names_and_judges_every_criterion():
     stricter = SourceBar(kept=0.97, psnr_db=28.5)
     assert stricter.passes(row) == {"smiling ≥ 0.8": True, "reconstruction smiling ≤ 0.02": True,
                                     "kept ≥ 0.97": False, "PSNR ≥ 28.5 dB": False}
+    assert [stricter.name(t) for t in ("smiling", "kept", "psnr_db")] == ["smiling ≥ 0.8", "kept ≥ 0.97",
+                                                                         "PSNR ≥ 28.5 dB"]
+    with pytest.raises(KeyError, match="no threshold 'smile'"):
+        SOURCE_BAR.name("smile")
 
 
 def test_synthfaces_smile_preset_closes_the_window_and_the_official_one_does_not():

@@ -77,7 +77,7 @@ def bar_reading(result: dict) -> str:
     if passing:
         return "**The bar is passed** by the classifier direction with " + "; ".join(passing) + "."
     most = max(entries, key=lambda e: e["edit_kept_mean"]["mean"])
-    smiling = [e for e in entries if e["bar"][SOURCE_BAR.criteria[0]]]
+    smiling = [e for e in entries if e["bar"][SOURCE_BAR.name("smiling")]]
     words = (f"**No setting passes the bar.** Over the {len(entries)} classifier-direction settings, the most any "
              f"keeps is {most['edit_kept_mean']['mean']:.3f} ({setting_words(most)}, smiling "
              f"{most['edit_smiling']['mean']:.2f})")

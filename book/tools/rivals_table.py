@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import myst  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results" / "synthfaces_frontier"
@@ -93,12 +97,10 @@ def main() -> int:
         "",
         *table(result),
         "",
-        "```{figure} generated/rivals_frontier.png",  # the path is read from book/reproduction.md, which includes this
-        ":name: fig-rivals-frontier",
-        "",
-        "SDFT among its rivals on SynthFaces: retention of the absent attributes against portrait style, FD and "
-        "diversity, one marker per method and knob value (mean ± sd over seeds).",
-        "```",
+        # the path is read from book/reproduction.md, which includes this page
+        *myst.figure("generated/rivals_frontier.png", "fig-rivals-frontier",
+                     "SDFT among its rivals on SynthFaces: retention of the absent attributes against portrait style, "
+                     "FD and diversity, one marker per method and knob value (mean ± sd over seeds)."),
     ]
     shutil.copy(RESULTS / "frontier.png", OUTPUT.parent / "rivals_frontier.png")
     OUTPUT.write_text("\n".join(out) + "\n", encoding="utf-8")

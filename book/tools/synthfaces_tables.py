@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import myst  # noqa: E402
 from reproduction_table import PAPER_TABLES  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ FIGURES = ("frontier.png", "forgetting.png", "grid.png")   # copied beside the p
 
 def figure(name: str, caption: str) -> list[str]:
     """A numbered, captioned MyST figure of ``results/synthfaces_full/<name>.png`` as copied beside the page."""
-    return [f"```{{figure}} generated/synthfaces_{name}.png", f":name: fig-synthfaces-{name}", "", caption, "```", ""]
+    return myst.figure(f"generated/synthfaces_{name}.png", f"fig-synthfaces-{name}", caption)
 
 
 def load(name: str) -> dict:

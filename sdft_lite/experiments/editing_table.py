@@ -16,7 +16,7 @@ training instrument when the direction is SynthCLIP's, so it is reported, never 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -237,6 +237,14 @@ class SourceBar:
         """The criteria's names, in order, as ``passes`` keys them (stored results carry these keys)."""
         return (f"smiling ≥ {self.smiling:g}", f"reconstruction smiling ≤ {self.reconstruction_smiling:g}",
                 f"kept ≥ {self.kept:g}", f"PSNR ≥ {self.psnr_db:g} dB")
+
+    def name(self, threshold: str) -> str:
+        """The criterion on one threshold ("smiling", "reconstruction_smiling", "kept" or "psnr_db"), named as
+        :attr:`criteria` and stored results name it."""
+        thresholds = [f.name for f in fields(self)]
+        if threshold not in thresholds:
+            raise KeyError(f"the bar has no threshold {threshold!r}; it has {', '.join(thresholds)}")
+        return self.criteria[thresholds.index(threshold)]
 
     def passes(self, row: dict) -> dict[str, bool]:
         """{criterion: met} for one run's scores (``asyrp_table_row``) or their means over seeds."""
