@@ -27,6 +27,8 @@ Phases (``--phases``, run in the order given; ``reference`` runs first whenever 
 - ``layout_inductor``: the aux4 step compiled with ``compile_channels_last=False``: inductor chooses the layout
   itself and keeps the training graph NCHW (cuDNN then transposes around its NHWC kernels);
   ``layout_channels_last``: compiled with channels_last inputs and weights (``channels_last=True``).
+- ``upsample_interpolate``: the aux4 step compiled with the U-Net's upsample as ``F.interpolate`` (before it
+  became a broadcast under compile: inductor writes the gradient of ``F.interpolate`` as an atomic scatter-add).
 - ``coordinate_descent``: the aux4 step compiled with ``torch._inductor.config.coordinate_descent_tuning``.
 - ``loss_curve``: the fast eager trainer against the plain one (fp32, every aux sample) on the same batches, t and
   ε: their loss curves must agree up to bf16 rounding. ``memory``: batch 4 with gradient checkpointing, bf16 and
@@ -71,7 +73,7 @@ from sdft_lite.train import TrainConfig, Trainer  # noqa: E402
 from sdft_lite.unet import UNetConfig, UNetModel  # noqa: E402
 
 PHASES = ("reference", "sync_check", "eager", "aux4", "resident", "profile", "stream", "naive", "compiled",
-          "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "coordinate_descent", "loss_curve",
+          "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "upsample_interpolate", "coordinate_descent", "loss_curve",
           "memory")
 PEAK_NOTE = "MFU = achieved / measured bf16 matmul peak (8192³, this run)"
 ISSUE_BASELINE_H200 = {   # the figures issue #20 starts from (H200, batch 16, 256 px, img/s)
@@ -463,6 +465,11 @@ class Bench:
         self.variant_phase(f"{AUX4}_channels_last", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
                            channels_last=True, **AUX4_OVERRIDES)
 
+    def upsample_interpolate_phase(self) -> None:
+        with interpolate_upsample():   # for the whole phase: dynamo guards on the function it traced
+            self.variant_phase(f"{AUX4}_upsample_interpolate", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
+                               **AUX4_OVERRIDES)
+
     def coordinate_descent_phase(self) -> None:
         self.variant_phase(f"{AUX4}_coordinate_descent", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
                            inductor={"coordinate_descent_tuning": True}, **AUX4_OVERRIDES)
@@ -590,6 +597,18 @@ def inductor_config(settings: dict):
     import torch._inductor.config as config
     with config.patch(settings) if settings else contextlib.nullcontext():
         yield
+
+
+@contextlib.contextmanager
+def interpolate_upsample():
+    """The U-Net's nearest x2 upsample as ``F.interpolate`` on every path, compiled too (this process only)."""
+    from sdft_lite import unet
+    original = unet.upsample_nearest2x
+    unet.upsample_nearest2x = lambda x: torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    try:
+        yield
+    finally:
+        unet.upsample_nearest2x = original
 
 
 @contextlib.contextmanager

@@ -172,3 +172,40 @@ def test_cpu_upsample_is_interpolate_bit_for_bit(shape, memory_format):
     (grad_ours,) = torch.autograd.grad(ours, x, weight)
     (grad_reference,) = torch.autograd.grad(reference, x, weight)
     assert torch.allclose(grad_ours, grad_reference, rtol=0, atol=1e-6)   # sums of 4 in another order
+
+
+def test_compiled_upsample_is_a_broadcast_whose_gradient_is_a_sum_not_an_atomic_scatter():
+    """Under torch.compile the upsample is a broadcast on every device (the graph dynamo captures holds neither
+    F.interpolate nor the CPU's repeat_interleave): the same values, the gradient summed per 2x2 block (to 1e-6,
+    sums of 4 in another order), and no ``index_put`` in inductor's code — which is what inductor writes for the
+    gradient of ``F.interpolate`` (with atomics on a GPU), also checked here."""
+    import torch.nn.functional as F
+    from torch._inductor.utils import run_and_get_code
+
+    from sdft_lite.unet import upsample_nearest2x
+    x = torch.randn(2, 3, 5, 4, requires_grad=True)
+    weight = torch.randn(2, 3, 10, 8)
+    captured = []
+
+    def record(gm, example_inputs):
+        captured.extend(str(node.target) for node in gm.graph.nodes if node.op in ("call_function", "call_method"))
+        return gm.forward
+    torch._dynamo.reset()
+    torch.compile(upsample_nearest2x, backend=record)(x)
+    assert not any(name in target for target in captured for name in ("interpolate", "upsample", "repeat"))
+
+    def gradient_code(fn):
+        torch._dynamo.reset()
+
+        def step():
+            out = torch.compile(fn)(x)
+            return out, torch.autograd.grad(out, x, weight)[0]
+        result, code = run_and_get_code(step)
+        return result, "\n".join(code)
+    (out, grad), code = gradient_code(upsample_nearest2x)
+    reference = F.interpolate(x, scale_factor=2, mode="nearest")
+    assert torch.equal(out, reference)
+    assert torch.allclose(grad, torch.autograd.grad(reference, x, weight)[0], rtol=0, atol=1e-6)
+    assert "index_put" not in code
+    assert "index_put" in gradient_code(lambda x: F.interpolate(x, scale_factor=2, mode="nearest"))[1]
+    torch._dynamo.reset()
