@@ -34,8 +34,9 @@ Phases (``--phases``, run in the order given; ``reference`` runs first whenever 
   ε: their loss curves must agree up to bf16 rounding. ``memory``: batch 4 with gradient checkpointing, bf16 and
   fp16 (what a T4 would run).
 - ``sampling``: DDIM-40 (bf16) at ``--sample-batches``: eager, compiled (default), CUDA graph (eager body),
-  compiled + CUDA graph, compiled "reduce-overhead" (torch's CUDA-graph trees); the reference sampler at the
-  first batch size. Larger batches run only ``--large-batch-modes``.
+  compiled + CUDA graph, compiled "reduce-overhead" (torch's CUDA-graph trees), compiled "max-autotune" (inductor
+  times Triton templates against cuDNN per convolution; minutes to compile) + CUDA graph; the reference sampler
+  at the first batch size. Larger batches run only ``--large-batch-modes``.
 
 Counting forward-equivalents (FE) per image, for TFLOP/s and MFU: a forward of one image through the U-Net is 1 FE
 (its FLOPs are measured), a backward 2, so an input the student trains on costs 3 and a teacher (no-grad) input 1.
@@ -85,7 +86,8 @@ EVERY_AUX, AUX4, NAIVE = ("sdft_lite_sdft_every_aux_bf16_compiled", "sdft_lite_s
                           "sdft_lite_naive_bf16_compiled")
 AUX4_OVERRIDES = dict(aux_skip_below=0.0, aux_samples=4)
 SAMPLE_MODES = {"eager": (None, False), "compiled": ("default", False), "graph": (None, True),
-                "compiled_graph": ("default", True), "reduce_overhead": ("reduce-overhead", False)}
+                "compiled_graph": ("default", True), "reduce_overhead": ("reduce-overhead", False),
+                "autotune_graph": ("max-autotune-no-cudagraphs", True)}   # inductor benchmarks conv/GEMM kernels
 
 
 # ---- settings -------------------------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ class Setup:
     profile_steps: int = 5
     sample_steps: str = "ddim40"
     sample_batches: tuple[int, ...] = (64, 128, 256)
-    sample_modes: tuple[str, ...] = tuple(SAMPLE_MODES)
+    sample_modes: tuple[str, ...] = ("eager", "compiled", "graph", "compiled_graph", "reduce_overhead")
     large_batch_modes: tuple[str, ...] = ("compiled_graph",)
     num_images: int = 256
 
