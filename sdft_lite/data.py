@@ -11,10 +11,9 @@ warning; a missing or empty folder raises :class:`DataError`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +88,7 @@ def held_on(data: ImageSet, device: torch.device | str, free_bytes: int | None =
     free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
     if data.images.numel() * data.images.element_size() > share * free:
         return data
-    return dataclasses.replace(data, images=data.images.to(device))
+    return replace(data, images=data.images.to(device))
 
 
 def load_image_folder(root: str | Path, size: int, limit: int | None = None) -> ImageSet:
