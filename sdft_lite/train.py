@@ -89,7 +89,7 @@ class TrainConfig:
     grad_clip: float = 0.0                    # 0 = off (the authors do not clip)
     ema_rate: float = 0.9999
     precision: str = "auto"                   # auto | fp32 | bf16 | fp16
-    channels_last: bool = False               # CUDA only; measured slower for the ADM U-Net on an H100
+    channels_last: bool = False               # CUDA: model, inputs channels_last; slower (H100 eager, H200 compiled)
     compile: bool = False                     # CUDA only: torch.compile (~3 min to compile; 1.6x on an H100)
     compile_channels_last: bool = True        # compiled: every convolution channels-last (1.12x on an H200)
     aux_skip_below: float = 0.0               # skip aux samples with λ_aux·w_a(t) below this (0 = exact; eager only)
