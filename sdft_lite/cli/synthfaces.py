@@ -72,6 +72,9 @@ def add_parser(subparsers) -> None:
     source.add_argument("--num-images", type=int, default=50_000)
     source.add_argument("--seed", type=int, default=0)
     source.add_argument("--device", default=None)
+    source.add_argument("--compile", action="store_true", help="torch.compile the U-Net (GPU)")
+    source.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps in OUT's .run folder "
+                        "(default: a quarter of the run); run the same command again to continue from the newest")
     source.set_defaults(func=run_train_source)
 
     preview = commands.add_parser("preview", help="a PNG grid: photo source, limited target, full portraits")
@@ -178,7 +181,7 @@ def run_train_source(args: argparse.Namespace) -> int:
     from ..experiments.source_model import train_source
     from ..unet import UNET_PRESETS
     info = train_source(args.out, UNET_PRESETS[args.unet_preset](), args.steps, args.batch, args.lr,
-                        args.num_images, args.seed, args.device)
+                        args.num_images, args.seed, args.device, compile=args.compile, save_every=args.save_every)
     print(json.dumps(info, indent=2))
     return 0
 
