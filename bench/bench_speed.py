@@ -74,8 +74,8 @@ from sdft_lite.train import TrainConfig, Trainer  # noqa: E402
 from sdft_lite.unet import UNetConfig, UNetModel  # noqa: E402
 
 PHASES = ("reference", "sync_check", "eager", "aux4", "resident", "profile", "stream", "naive", "compiled",
-          "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "upsample_interpolate", "coordinate_descent", "loss_curve",
-          "memory")
+          "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "upsample_interpolate",
+          "coordinate_descent", "loss_curve", "memory")
 PEAK_NOTE = "MFU = achieved / measured bf16 matmul peak (8192³, this run)"
 ISSUE_BASELINE_H200 = {   # the figures issue #20 starts from (H200, batch 16, 256 px, img/s)
     "reference_sdft_fp32": 32.1, "reference_sdft_bf16": 38.5, "reference_naive": 77.1,
@@ -276,8 +276,8 @@ class Bench:
         < 1e-6 skipped (the aux4 and every-aux phases override the last two)."""
         s = self.setup
         settings = dict(source_checkpoint=str(self.source), out_dir=str(self.workdir / "run"), batch_size=s.batch,
-                        precision="bf16", aux_skip_below=1e-6, aux_samples=0, progress=False, sample_every=0, save_every=0,
-                        compile=False, unet=s.unet)
+                        precision="bf16", aux_skip_below=1e-6, aux_samples=0, progress=False, sample_every=0,
+                        save_every=0, compile=False, unet=s.unet)
         return Trainer(TrainConfig.metfaces(**{**settings, **overrides}), device=s.device, data=self.data)
 
     def throughput(self, step, fwd_equiv: float, reference: str | None, warmup: int | None = None,
