@@ -60,8 +60,8 @@ TRAIN_HELP = {
                              "(inductor's layout optimisation, which it declines by itself for the ADM U-Net)",
     "data_on_device": "CUDA: hold the decoded uint8 images on the GPU when they take under a tenth of its free "
                       "memory, so each batch is gathered there (the same batches; no host copy per step)",
-    "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3 min to compile, then 1.6x the "
-               "eager step on an H100; every auxiliary sample is computed (one static batch shape)",
+    "compile": "torch.compile on CUDA (on in the metfaces / aahq presets): ~3.5 min to compile; one static "
+               "batch shape, so --aux-skip-below is ignored (use --aux-samples, or 0 for every auxiliary sample)",
     "save_every": "checkpoint every N steps (and at the end)",
     "sample_every": "DDIM sample grid from fixed noise every N steps (0 = never)",
 }
