@@ -166,13 +166,21 @@ def gd_flags(unet: UNetConfig) -> dict:
     return dict(flags, class_cond=False, use_fp16=False)
 
 
+def randomise_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Every weight matrix and kernel of ``model`` drawn from N(0, 0.02²), in place, from torch's global generator
+    (no zero layers, unlike a freshly built ADM U-Net); biases and norms kept."""
+    for p in model.parameters():
+        if p.ndim > 1:
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
 def build_models(setup: Setup):
     """(guided-diffusion reference UNet, our UNet with the same random weights, no zero layers)."""
     from guided_diffusion.script_util import create_model
     torch.manual_seed(0)
     reference = create_model(**gd_flags(setup.unet))
-    for p in reference.parameters():   # random "pretrained" weights, no zero layers
-        torch.nn.init.normal_(p, std=0.02) if p.ndim > 1 else None
+    randomise_weights(reference)   # random "pretrained" weights, no zero layers
     ours = UNetModel(setup.unet)
     ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
@@ -505,15 +513,19 @@ class Bench:
                 self.record.phase(name, **values)
         self.ours.cpu()
 
+    def use_compile_mode(self, mode: str) -> None:
+        """Sampling: a new torch.compile mode starts from a reset dynamo; the same mode reuses its compiled step."""
+        if mode != self.last_compile_mode:
+            torch._dynamo.reset()
+            self.last_compile_mode = mode
+
     def sampling_profile_phase(self) -> None:
         """Kernel time by category over one compiled DDIM run (default mode, no CUDA graph: the profiler sees each
         kernel) at the first sampling batch size."""
         s = self.setup
         self.drop_compiled()
         model, batch = self.ours.to(s.device).eval(), s.sample_batches[0]
-        if self.last_compile_mode != "default":
-            torch._dynamo.reset()
-            self.last_compile_mode = "default"
+        self.use_compile_mode("default")
 
         def run():
             generate(model, batch, s.size, s.sample_steps, device=s.device, batch_size=batch,
@@ -529,9 +541,8 @@ class Bench:
 
     def time_sampling(self, model, batch: int, compile_mode, graph: bool, steps: int):
         s = self.setup
-        if compile_mode and compile_mode != self.last_compile_mode:   # the same mode reuses its compiled step
-            torch._dynamo.reset()
-            self.last_compile_mode = compile_mode
+        if compile_mode:
+            self.use_compile_mode(compile_mode)
 
         def run():
             return generate(model, batch, s.size, s.sample_steps, device=s.device, batch_size=batch,

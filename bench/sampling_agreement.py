@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from provenance import commit  # noqa: E402  (bench/ is this script's folder)
+from bench_speed import randomise_weights  # noqa: E402  (bench/ is this script's folder)
+from provenance import commit  # noqa: E402
 from sdft_lite.checkpoint import load_unet  # noqa: E402
 from sdft_lite.config import hardware  # noqa: E402
 from sdft_lite.sample import generate  # noqa: E402
@@ -29,13 +30,10 @@ SOURCE = Path(__file__).resolve().parents[1] / "sdft_lite/assets/synthfaces/sour
 
 
 def with_random_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A copy whose every weight matrix and kernel is N(0, 0.02²), as bench_speed's U-Net (no zero layers)."""
+    """A copy with bench_speed's random weights (every matrix and kernel N(0, 0.02²), drawn after ``seed``)."""
     model = copy.deepcopy(model)
     torch.manual_seed(seed)
-    for p in model.parameters():
-        if p.ndim > 1:
-            torch.nn.init.normal_(p, std=0.02)
-    return model
+    return randomise_weights(model)
 
 
 def difference(a: torch.Tensor, b: torch.Tensor) -> dict:
