@@ -15,6 +15,9 @@
 
     python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
     python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
+    python bench/asyrp_editing.py --out $OUT/t64 --workers 15 --source source64.pt --parts survival,table \
+        --directions classifier --table-windows survival --previous results/synthfaces_editing/editing.json
+                                          # the Table 2 analogue on a 64-px source model's fine-tunings (GPU)
 
 Each job runs in its own process (``--workers`` at a time); ``editing.json`` is rewritten as jobs finish, so a
 time-out keeps what ended.
@@ -41,6 +44,7 @@ from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  
 from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
                                                  renderer_edit_scores, smile_survival, smiling_faces,
                                                  with_window)
+from sdft_lite.experiments.zoo import on_source  # noqa: E402
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
 from provenance import commit  # noqa: E402  (bench/ is this script's folder)
@@ -57,10 +61,13 @@ def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> Edit
     return dataclasses.replace(config, asyrp=dataclasses.replace(config.asyrp, lambda_l1=lambda_l1, scale=scale))
 
 
-def model_config(label: str, seed: int, quick: bool, smile_share: float = 0.0) -> TrainConfig | None:
-    """The zoo config of a model label ("source" → None: the shipped source model). Full mode: the full
-    benchmark's run of that label and seed (fine-tuned on a limited target with ``smile_share`` smiling portraits),
-    so the edit uses the very models the retention tables measured."""
+def model_config(label: str, seed: int, quick: bool, smile_share: float = 0.0,
+                 source: str | None = None) -> TrainConfig | None:
+    """The zoo config of a model label ("source …" → None: the source model). Full mode: the full benchmark's run
+    of that label and seed (fine-tuned on a limited target with ``smile_share`` smiling portraits), so the edit
+    uses the very models the retention tables measured; with ``source`` (a checkpoint, e.g. 64 px) the same run
+    fine-tunes that model instead (``zoo.on_source``), on the limited target at its size."""
+    label = plain_label(label)
     if label == "source":
         return None
     if quick:
@@ -76,7 +83,7 @@ def model_config(label: str, seed: int, quick: bool, smile_share: float = 0.0) -
         target_smile_share=smile_share)).runs())
     if label not in runs:
         raise SystemExit(f"no benchmark model {label!r}; the full benchmark has {', '.join(runs)}")
-    return runs[label]
+    return on_source(runs[label], source) if source else runs[label]
 
 
 def load_model(label: str, seed: int, quick: bool, device: str, smile_share: float = 0.0,
@@ -84,7 +91,7 @@ def load_model(label: str, seed: int, quick: bool, device: str, smile_share: flo
     """The model a job edits: a fine-tuned zoo model, the shipped source model, or ``source`` (a checkpoint)."""
     from sdft_lite.checkpoint import load_unet
     from sdft_lite.experiments.zoo import finetuned, source_model
-    config = model_config(label, seed, quick, smile_share)
+    config = model_config(label, seed, quick, smile_share, source)
     if config is None:
         return (load_unet(source) if source else source_model()).to(device).eval()
     return finetuned(config, device=device).to(device).eval()
@@ -140,23 +147,39 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
     return rows
 
 
+def sized(label: str, size: int) -> str:
+    """A model as rows and curves name it: the plain label for the shipped 32-px models ("source", "naive"), with
+    the size for models of a larger source ("source 64 px", "naive 64 px"), so the two never share a row."""
+    return label if size == DEFAULT_SIZE else f"{label} {size} px"
+
+
+def plain_label(label: str) -> str:
+    """``sized``'s inverse: "naive 64 px" → "naive"."""
+    return label.removesuffix(f" {label_size(label)} px")
+
+
+def label_size(label: str) -> int:
+    """The image size a label names: "naive 64 px" → 64, "naive" → 32."""
+    words = label.split(" ")
+    return int(words[-2]) if len(words) > 2 and words[-1] == "px" and words[-2].isdigit() else DEFAULT_SIZE
+
+
 def source_label(size: int) -> str:
-    """The bar's model as rows and curves name it: "source" (the shipped 32-px model) or "source 64 px"."""
-    return "source" if size == DEFAULT_SIZE else f"source {size} px"
+    """The bar's model: "source" (the shipped 32-px model) or e.g. "source 64 px"."""
+    return sized("source", size)
 
 
 def survival_curves(args, models: list[str], size: int = DEFAULT_SIZE) -> dict:
-    """{label: {t: share of handed-in smiles kept}}; a "source …" label is the bar's model (``--source``)."""
+    """{label: {t: share of handed-in smiles kept}}; a "source …" label is the bar's model (``--source``); every
+    model is handed faces at ``size``."""
     from sdft_lite.assets import asset_path
     from sdft_lite.synthfaces import load_classifier
     classifier = load_classifier(asset_path("synthfaces/classifier.pt"), args.device)
     curves = {}
     for label in models:
         is_source = label.startswith("source")
-        faces = smiling_faces(args.survival_n, size if is_source else DEFAULT_SIZE,
-                              "photo" if is_source else "portrait").to(args.device)
-        unet = load_model("source" if is_source else label, 0, args.quick, args.device, args.limited_smile_share,
-                          args.source)
+        faces = smiling_faces(args.survival_n, size, "photo" if is_source else "portrait").to(args.device)
+        unet = load_model(label, 0, args.quick, args.device, args.limited_smile_share, args.source)
         curves[label] = smile_survival(unet, classifier, faces, SURVIVAL_T, "20" if args.quick else "40")
         print(f"survival {label}: {curves[label]}", flush=True)
     return curves
@@ -186,20 +209,34 @@ def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
     return {model: edit_window({int(t): share for t, share in survival[model].items()}) for model in models}
 
 
+def merged_windows(earlier: dict, windows: dict, size: int) -> dict:
+    """The table windows after a table run at ``size``: {direction: {model: [low, high]}} of this run, and of an
+    earlier run the windows of models of other sizes (their rows are still the table's current ones)."""
+    merged = dict(earlier)
+    for kind, by_model in windows.items():
+        kept = earlier.get(kind) if isinstance(earlier.get(kind), dict) else {}   # older files: one window
+        merged[kind] = {**{m: w for m, w in kept.items() if label_size(m) != size},
+                        **{m: list(w) for m, w in by_model.items()}}
+    return merged
+
+
 def earlier_calls(previous: dict) -> list[dict]:
     """Provenance of every call whose rows or curves a --previous file carries, oldest first: the file's own call
     after the calls it carried in turn."""
-    own = {k: previous[k] for k in ("command", "commit", "device", "wall_seconds", "finetuning") if k in previous}
+    own = {k: previous[k] for k in ("command", "commit", "commit_note", "device", "wall_seconds", "finetuning")
+           if k in previous}
     carried = previous.get("earlier_calls", [previous["previous"]] if "previous" in previous else [])
     return [*carried, own]
 
 
 def carried(previous: dict) -> dict:
     """What a run keeps of an earlier result besides its rows: the survival curves, the windows its table and bar
-    rows were edited in and the renderer's perfect edit (a part run again replaces them), and the provenance of
-    every earlier call."""
+    rows were edited in and the renderer's perfect edit (a part run again replaces them), the provenance of every
+    earlier call, and the notes written into it by hand (keys ending in ``_note``; a ``commit_note`` stays with
+    its call)."""
     kept = {"survival": previous.get("survival", {}), "earlier_calls": earlier_calls(previous)}
-    for key in ("table_windows", "bar_windows", "renderer_edit"):
+    notes = [key for key in previous if key.endswith("_note") and key != "commit_note"]
+    for key in ("table_windows", "bar_windows", "renderer_edit", *notes):
         if key in previous:
             kept[key] = previous[key]
     return kept
@@ -238,8 +275,11 @@ def summarize(rows: list[dict]) -> list[dict]:
         groups.setdefault(setting(row), []).append(row)
     summary = []
     order = {model: i for i, model in enumerate(("source", *TABLE_MODELS))}
-    for (part, model, kind, window, lambda_l1, scale, size), runs in sorted(
-            groups.items(), key=lambda item: (item[0][0], item[0][2], order.get(item[0][1], 99), *item[0][3:])):
+
+    def place(group: tuple) -> tuple:   # part, direction, size, the benchmark's model order, window, recipe
+        part, model, kind, window, lambda_l1, scale, size = group[0]
+        return part, kind, size, order.get(plain_label(model), 99), window, lambda_l1, scale
+    for (part, model, kind, window, lambda_l1, scale, size), runs in sorted(groups.items(), key=place):
         entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
                  "judge": runs[0]["judge"]}
         if (lambda_l1, scale) != DEFAULT_RECIPE:
@@ -299,10 +339,12 @@ def main() -> int:
                              "portraits (as bench/synthfaces_reproduce.py --limited-smile-share); use a separate "
                              "--out and no --previous")
     parser.add_argument("--source", default=None,
-                        help="a source checkpoint the bar edits instead of the shipped 32-px model (e.g. one "
-                             "written by `sdft-lite synthfaces train-source --unet-preset small64`); faces are "
-                             "rendered at its size and read by the instruments at theirs; survival, renderer and "
-                             "bar parts only (its rows and curve are named e.g. 'source 64 px')")
+                        help="a source checkpoint to use instead of the shipped 32-px model (e.g. one written by "
+                             "`sdft-lite synthfaces train-source --unet-preset small64`): the bar edits it, the "
+                             "table fine-tunes it into the benchmark's models on the limited target at its size; "
+                             "faces are rendered at its size and read by the instruments at theirs; rows and "
+                             "curves are named e.g. 'source 64 px', 'naive 64 px'. Without the table part, "
+                             "survival measures that model alone")
     parser.add_argument("--models", default=";".join(TABLE_MODELS),
                         help="the table's models, ';'-separated benchmark labels (default: %(default)s)")
     args = parser.parse_args()
@@ -313,8 +355,8 @@ def main() -> int:
     parts = args.parts.split(",")
     base = EditBenchConfig.quick() if args.quick else EditBenchConfig()
     if args.source:
-        if "table" in parts:
-            parser.error("--source is the bar's model: run it with --parts survival, renderer and bar only")
+        if args.quick:
+            parser.error("--source edits a model trained on a GPU: drop --quick")
         base = dataclasses.replace(base, size=source_size(args.source))
     bar_model = source_label(base.size)
     started = time.perf_counter()
@@ -335,7 +377,9 @@ def main() -> int:
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
         (out / "editing.json").write_text(json.dumps(result, indent=1, default=float))
 
-    table_models = QUICK_MODELS if args.quick else tuple(args.models.split(";"))
+    table_models = tuple(sized(m, base.size) for m in (QUICK_MODELS if args.quick else args.models.split(";")))
+    # with --source, survival alone measures that model; the table fine-tunes it into the table's models first
+    fine_tuned_needed = "table" in parts or ("survival" in parts and not args.source)
     if "renderer" in parts:   # what a flawless edit scores: the ceiling the judges allow
         instruments = load_instruments(args.device, args.synthclip)
         at = "" if base.size == DEFAULT_SIZE else f" {base.size} px"   # 32-px scores keep their plain keys
@@ -344,17 +388,17 @@ def main() -> int:
                                                                        base.num_reference, args.device)
                                       for faces in ("source", "limited")}}
         write()
-    if not args.source and {"survival", "table"} & set(parts):   # every fine-tuning first, in parallel (MPS helps)
+    if fine_tuned_needed:   # every fine-tuning first, in parallel (MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()
-        trained = finetune_many([model_config(m, s, args.quick, args.limited_smile_share)
+        trained = finetune_many([model_config(m, s, args.quick, args.limited_smile_share, args.source)
                                  for m in table_models for s in seeds],
                                 workers=args.workers, device=args.device)
         result["finetuning"] = {"trained": len(trained), "seconds": round(time.perf_counter() - timer, 1)}
         write()
         print(f"fine-tuned {len(trained)} models in {time.perf_counter() - timer:.0f} s", flush=True)
     if "survival" in parts:   # only the curves --previous lacks
-        wanted = (bar_model,) if args.source else ("source", *table_models)
+        wanted = (bar_model, *table_models) if fine_tuned_needed else (bar_model,)
         missing = [m for m in wanted if m not in result.get("survival", {})]
         result["survival"] = {**result.get("survival", {}), **survival_curves(args, missing, base.size)}
         write()
@@ -379,10 +423,9 @@ def main() -> int:
         else:
             windows = {kind: dict.fromkeys(table_models, chosen_window(summary, kind, table_recipe) or fallback)
                        for kind in kinds}
-        result["table_windows"] = {kind: {model: list(w) for model, w in by_model.items()}
-                                   for kind, by_model in windows.items()}
+        result["table_windows"] = merged_windows(result.get("table_windows", {}), windows, base.size)
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
-                 "smile_share": args.limited_smile_share,
+                 "smile_share": args.limited_smile_share, "source": args.source,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="limited", direction=kind,
                                                                        seed=seed), windows[kind][model]),
                                        *table_recipe)}

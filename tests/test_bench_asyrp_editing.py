@@ -81,6 +81,14 @@ def test_a_run_without_a_table_keeps_the_windows_the_carried_table_rows_were_edi
     assert "table_windows" not in asyrp_editing.carried({"command": "bar", "commit": "a", "wall_seconds": 1.0})
 
 
+def test_a_carried_result_keeps_its_notes():
+    noted = {"command": "bar", "commit": "a", "wall_seconds": 1.0, "source_64_note": "how the model was made",
+             "commit_note": "the device's HEAD was stale"}
+    kept = asyrp_editing.carried(noted)
+    assert kept["source_64_note"] == "how the model was made" and "commit_note" not in kept
+    assert kept["earlier_calls"][-1]["commit_note"] == "the device's HEAD was stale"   # stays with its call
+
+
 def test_a_recipe_is_its_own_setting_and_old_rows_have_asyrps():
     """λ_L1 and c change the edit, so rows with another recipe are summarized apart; rows written before recipes
     were recorded count as Asyrp's (λ_L1 = 3, c = 1), and only a non-default recipe is named in the summary."""
@@ -122,13 +130,50 @@ def test_a_larger_source_model_is_its_own_setting_and_loads_from_its_checkpoint(
     assert len(asyrp_editing.latest_runs([row, dict(row, size=64)])) == 2
 
 
-def test_the_larger_source_is_for_the_bar_only(tmp_path, monkeypatch, capsys):
-    import pytest
-    monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path), "--source", "x.pt",
-                                      "--parts", "survival,bar,table"])
-    with pytest.raises(SystemExit):
-        asyrp_editing.main()
-    assert "--source is the bar's model" in capsys.readouterr().err
+def test_a_larger_source_is_fine_tuned_into_the_table_models_named_by_size(tmp_path, monkeypatch):
+    """--source with the table part: the benchmark's runs fine-tune that model (its layout, its size), the curves
+    and rows are named "naive 64 px", and the 32-px table windows a --previous file carries stay."""
+    import json
+
+    import sdft_lite.experiments.zoo as zoo
+    from sdft_lite.checkpoint import save_atomic
+    from sdft_lite.unet import UNetConfig, UNetModel
+    config = UNetConfig.tiny().replace(image_size=64, attention_resolutions="32")
+    path = save_atomic({"model": UNetModel(config).state_dict(), "unet_config": config.to_flags()},
+                       tmp_path / "source64.pt")
+    previous = {"command": "table", "commit": "a" * 40, "wall_seconds": 1.0, "rows": [],
+                "survival": {"naive": {"0": 1.0}}, "table_windows": {"classifier": {"naive": [100, 300]}}}
+    (tmp_path / "previous.json").write_text(json.dumps(previous))
+    trained, jobs = [], []
+    monkeypatch.setattr(zoo, "finetune_many", lambda configs, **kwargs: trained.extend(configs) or configs)
+    monkeypatch.setattr(asyrp_editing, "survival_curves",
+                        lambda args, models, size: {m: {t: 1.0 - t / 1000 for t in (0, 100, 200, 300, 400, 500, 600,
+                                                                                     800)} for m in models})
+    monkeypatch.setattr(asyrp_editing, "run_jobs", lambda new_jobs, args, write: jobs.extend(new_jobs) or [])
+    monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path / "out"), "--source", str(path),
+                                      "--parts", "survival,table", "--seeds", "0", "--models", "naive;SDFT λ=1",
+                                      "--directions", "classifier", "--table-windows", "survival",
+                                      "--previous", str(tmp_path / "previous.json")])
+    assert asyrp_editing.main() == 0
+    assert [(c.mode, c.unet.image_size, c.source_checkpoint) for c in trained] == [
+        ("naive", 64, str(path)), ("sdft", 64, str(path))]
+    result = json.loads((tmp_path / "out" / "editing.json").read_text())
+    assert set(result["survival"]) == {"naive", "source 64 px", "naive 64 px", "SDFT λ=1 64 px"}
+    windows = result["table_windows"]["classifier"]
+    assert windows["naive"] == [100, 300] and set(windows) == {"naive", "naive 64 px", "SDFT λ=1 64 px"}
+    assert [(j["model"], j["config"].size, j["source"]) for j in jobs] == [
+        ("naive 64 px", 64, str(path)), ("SDFT λ=1 64 px", 64, str(path))]
+
+
+def test_labels_name_their_size_and_windows_merge_by_size():
+    assert asyrp_editing.sized("naive", 32) == "naive" and asyrp_editing.sized("naive", 64) == "naive 64 px"
+    assert asyrp_editing.plain_label("SDFT λ=1, constant w 64 px") == "SDFT λ=1, constant w"
+    assert asyrp_editing.plain_label("naive") == "naive" and asyrp_editing.label_size("source 64 px") == 64
+    earlier = {"classifier": {"naive": [100, 300], "naive 64 px": [300, 500]}, "synthclip": [200, 500]}
+    merged = asyrp_editing.merged_windows(earlier, {"classifier": {"naive 64 px": (200, 400)}}, 64)
+    assert merged == {"classifier": {"naive": [100, 300], "naive 64 px": [200, 400]}, "synthclip": [200, 500]}
+    again = asyrp_editing.merged_windows(earlier, {"classifier": {"naive": (100, 400)}}, 32)
+    assert again["classifier"] == {"naive 64 px": [300, 500], "naive": [100, 400]}
 
 
 def test_the_bar_window_can_come_from_the_bar_models_own_curve():

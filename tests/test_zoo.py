@@ -83,7 +83,7 @@ def test_cache_key_tells_settings_apart_and_ignores_where_a_run_reports():
     assert len(keys) == len(changed) + 1
     assert zoo.key(base).startswith("sdft-lam1-")
     same = [dataclasses.replace(base, **change) for change in
-            ({"out_dir": "elsewhere"}, {"log_every": 1}, {"progress": True}, {"source_checkpoint": "/x.pt"})]
+            ({"out_dir": "elsewhere"}, {"log_every": 1}, {"progress": True})]
     assert {zoo.key(config) for config in same} == {zoo.key(base)}
 
 
@@ -208,3 +208,28 @@ def test_a_shipped_model_samples_its_pinned_values():
     assert float(images.abs().mean()) == pytest.approx(0.2850109, abs=1e-5)
     torch.testing.assert_close(images[0, :, 0, 0], torch.tensor([-0.2584954, -0.5119392, -0.5036210]),
                                rtol=0, atol=1e-4)
+
+
+def test_another_source_model_enters_the_key_by_content_and_sets_the_layout(tmp_path):
+    """``on_source``: a fine-tuning of another source model (e.g. a 64-px one) takes its U-Net layout and is cached
+    under a key of that model's content — a copy of the shipped source keeps the shipped key."""
+    from sdft_lite.assets import asset_path
+    from sdft_lite.checkpoint import save_atomic
+    from sdft_lite.train import SYNTHFACES_SOURCE
+    from sdft_lite.unet import UNetConfig, UNetModel
+    base = TrainConfig.synthfaces_full(mode="naive", loss=SDFTConfig.naive())
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(asset_path(SYNTHFACES_SOURCE).read_bytes())
+    assert zoo.key(zoo.on_source(base, copy)) == zoo.key(base)
+
+    def written(name, seed):
+        torch.manual_seed(seed)
+        layout = UNetConfig.tiny().replace(image_size=64, attention_resolutions="32")
+        return save_atomic({"model": UNetModel(layout).state_dict(), "unet_config": layout.to_flags()}, tmp_path / name)
+    first, same, other = written("a.pt", 0), written("b.pt", 0), written("c.pt", 1)
+    config = zoo.on_source(base, first)
+    assert config.unet.image_size == 64 and config.unet.num_channels == 32 and config.unet.dropout == base.unet.dropout
+    assert config.source_checkpoint == str(first)
+    assert zoo.key(config) != zoo.key(base)
+    assert zoo.key(config) == zoo.key(zoo.on_source(base, same))      # same content, another file
+    assert zoo.key(config) != zoo.key(zoo.on_source(base, other))     # other weights

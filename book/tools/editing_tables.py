@@ -57,7 +57,7 @@ def setting_words(e: dict) -> str:
 def bar_table(summary: list[dict]) -> list[str]:
     lines = ["| direction | window | smiling | own reading | recon. | kept | PSNR | FD | fails |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for e in (e for e in summary if e["part"] == "bar"):
+    for e in sorted((e for e in summary if e["part"] == "bar"), key=lambda e: e.get("size", 32)):   # stable
         failed = ", ".join(k.split(" ")[0] for k, ok in e["bar"].items() if not ok) or "—"
         lines.append(f"| {SHORT_DIRECTION_NAMES[e['direction_kind']]} | {setting_words(e)} | "
                      f"{cell(e['edit_smiling'], 3)} | {mean(e['edit_smiling_by_trainer'], 3)} | "
@@ -67,19 +67,34 @@ def bar_table(summary: list[dict]) -> list[str]:
 
 
 def bar_reading(result: dict) -> str:
-    """What the bar's rows say together: the settings that pass, or the most any setting kept, against what the
-    plain reconstruction keeps and what the renderer's perfect edit scores with the same judge."""
-    entries = [e for e in result["summary"] if e["part"] == "bar" and e["direction_kind"] == "classifier"
-               and "size" not in e]   # the shipped 32-px source model's rows
-    if not entries:
-        return ""
+    """What the bar's classifier-direction rows say, one reading per source model size (the shipped 32-px model
+    first; each size is named when there is more than one)."""
+    by_size: dict[int, list[dict]] = {}
+    for e in result["summary"]:
+        if e["part"] == "bar" and e["direction_kind"] == "classifier":
+            by_size.setdefault(e.get("size", 32), []).append(e)   # rows without a size: the shipped 32-px model
+    renderer = result.get("renderer_edit", {})
+    return " ".join(size_reading(entries, renderer.get("source" if size == 32 else f"source {size} px", {}),
+                                 size if len(by_size) > 1 else None)
+                    for size, entries in sorted(by_size.items()))
+
+
+def size_reading(entries: list[dict], perfect_by_judge: dict, size: int | None) -> str:
+    """One source model's bar: the settings that pass, or the most any setting kept, against what the plain
+    reconstruction keeps and what the renderer's perfect edit scores with the same judge. ``size``: named when
+    the page has more than one."""
+    at = f"At {size} px, " if size else ""
     passing = [setting_words(e) for e in entries if all(e["bar"].values())]
     if passing:
-        return "**The bar is passed** by the classifier direction with " + "; ".join(passing) + "."
+        recon = entries[0]   # every setting of a model edits the same faces: one reconstruction
+        return (f"**{at}{'t' if at else 'T'}he bar is passed** by the classifier direction with " +
+                "; ".join(passing) + f". Its plain reconstruction (no Δh) keeps "
+                f"{recon['reconstruction_kept_mean']['mean']:.3f}, PSNR {recon['reconstruction_psnr_db']['mean']:.1f}"
+                f" dB, FD {recon['reconstruction_realism_fd']['mean']:.2f}: the edit's FD is read against it.")
     most = max(entries, key=lambda e: e["edit_kept_mean"]["mean"])
     smiling = [e for e in entries if e["bar"][SOURCE_BAR.name("smiling")]]
-    words = (f"**No setting passes the bar.** Over the {len(entries)} classifier-direction settings, the most any "
-             f"keeps is {most['edit_kept_mean']['mean']:.3f} ({setting_words(most)}, smiling "
+    words = (f"**{at}{'n' if at else 'N'}o setting passes the bar.** Over the {len(entries)} classifier-direction "
+             f"settings, the most any keeps is {most['edit_kept_mean']['mean']:.3f} ({setting_words(most)}, smiling "
              f"{most['edit_smiling']['mean']:.2f})")
     if smiling:
         best = max(smiling, key=lambda e: e["edit_kept_mean"]["mean"])
@@ -98,7 +113,7 @@ def bar_reading(result: dict) -> str:
                   "".join(f"; {other} {most['edit_kept_' + other]['mean']:.3f} against "
                           f"{most['reconstruction_kept_' + other]['mean']:.3f}"
                           for other in kept if other != worst) + ".")
-    perfect = result.get("renderer_edit", {}).get("source", {}).get(entries[0]["judge"])
+    perfect = perfect_by_judge.get(entries[0]["judge"])
     if perfect:
         words += (f" The renderer's perfect edit (each test face and its smiling twin, nothing else changed) scores "
                   f"smiling {perfect['smiling']:.3f}, kept {perfect['kept_mean']:.3f}, PSNR "
@@ -121,6 +136,15 @@ def table_entries(result: dict, kind: str, current: bool = True) -> list[dict]:
         else (lambda e: list(e["window"]) == list(windows)))
     return [e for e in result["summary"] if e["part"] == "table" and e["direction_kind"] == kind
             and chosen(e) == current]
+
+
+def by_size(entries: list[dict]) -> dict[int, list[dict]]:
+    """Entries grouped by the source model's image size, 32 px (rows without a size) first: each size is its own
+    table with its own naive baseline."""
+    groups: dict[int, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(e.get("size", 32), []).append(e)
+    return dict(sorted(groups.items()))
 
 
 def table2(entries: list[dict]) -> list[str]:
@@ -158,7 +182,7 @@ def window_words(result: dict, kind: str) -> str:
 
 def verdict(entries: list[dict]) -> str:
     """Does the edit bring out more smiles with SDFT than with naive fine-tuning? Two standard errors apart."""
-    rows = {e["model"]: e for e in entries}
+    rows = {e["model"].removesuffix(f" {e.get('size', 32)} px"): e for e in entries}   # "naive 64 px" → "naive"
     if "naive" not in rows:
         return ""
     naive, naive_sd = smile_gain(rows["naive"])
@@ -207,9 +231,9 @@ def render(result: dict) -> str:
                 bar_reading(result), ""]
     out += [COLUMNS, ""]
     for kind in ("synthclip", "classifier"):
-        entries = table_entries(result, kind)
-        if entries:
-            out += [f"**Table 2 analogue, {DIRECTION_NAMES[kind]}**" + window_words(result, kind) +
+        for size, entries in by_size(table_entries(result, kind)).items():
+            at = "" if size == 32 else f" on the {size}-px source model's fine-tunings"
+            out += [f"**Table 2 analogue{at}, {DIRECTION_NAMES[kind]}**" + window_words(result, kind) +
                     " (neutral limited-target portraits):", "", *table2(entries), "", verdict(entries), ""]
         earlier = table_entries(result, kind, current=False)
         if earlier:

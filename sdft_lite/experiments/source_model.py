@@ -31,7 +31,8 @@ def train_source(out: str | Path, unet: UNetConfig, steps: int, batch: int, lr: 
 
     The run's checkpoints go to ``work_dir`` (default: ``out`` with the suffix ``.run``), every ``save_every`` steps
     (default: a quarter of the run); called again with the same arguments it continues from the newest one, so a
-    run stopped by a time limit is finished by a second call, bit for bit as if it had not stopped. ``compile``:
+    run stopped by a time limit is finished by a second call, bit for bit as if it had not stopped. A run stopped by
+    SIGTERM or SIGINT saves its checkpoint, exports nothing and returns ``stopped_at_step``. ``compile``:
     torch.compile on a GPU."""
     start = time.perf_counter()
     data = render_domain(DomainSpec.source(), num_images, unet.image_size, seed)
@@ -44,6 +45,9 @@ def train_source(out: str | Path, unet: UNetConfig, steps: int, batch: int, lr: 
     resumed = trainer.resume(if_present=True)
     resumed_from = trainer.step if resumed else None
     result = trainer.run()
+    if result["stopped_early"]:   # SIGTERM/SIGINT (a time limit): the checkpoint is saved, nothing is exported
+        return {"stopped_at_step": trainer.step, "steps": steps, "resumed_from_step": resumed_from,
+                "checkpoints": str(work_dir), "to_continue": "run the same command again"}
     info = {"what": "SynthFaces source model (photo domain)", "unet_preset_flags": unet.to_flags(),
             "steps": steps, "batch": batch, "lr": lr, "num_images": num_images, "seed": seed,
             "final_loss": result.get("loss"), "render_seconds": round(render_seconds, 1),

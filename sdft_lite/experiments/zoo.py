@@ -21,7 +21,7 @@ import torch
 
 from ..assets import REGISTRY, asset_path
 from ..adapters import merge_lora
-from ..checkpoint import load_unet, save_atomic
+from ..checkpoint import load_unet, save_atomic, sha256_of
 from ..config import home, quick_mode
 from ..sdft import SDFTConfig
 from ..train import SYNTHFACES_SOURCE, TrainConfig, Trainer
@@ -46,13 +46,25 @@ def default_config(**overrides) -> TrainConfig:
 
 def key(config: TrainConfig) -> str:
     """The cache key of a fine-tuning run: its mode and λ_d, then a hash of every setting that changes the weights
-    (the config's dict without :data:`RUN_FIELDS`, and without the :data:`LATER_FIELDS` at their defaults; the
-    source is always the shipped model)."""
+    (the config's dict without :data:`RUN_FIELDS`, and without the :data:`LATER_FIELDS` at their defaults). The
+    source model enters by its content's hash, and only when it is not the shipped one (``on_source``), so the
+    shipped models' keys stay as they were (a missing source file is left to the trainer to report)."""
     defaults = TrainConfig().to_dict()
     identity = {k: v for k, v in config.to_dict().items()
                 if k not in RUN_FIELDS and not (k in LATER_FIELDS and v == defaults[k])}
+    source = config.source_checkpoint
+    if source and Path(source).is_file() and sha256_of(source) != REGISTRY[SYNTHFACES_SOURCE][0]:
+        identity["source_sha256"] = sha256_of(source)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.mode}-lam{config.loss.lambda_distill:g}-{digest}"
+
+
+def on_source(config: TrainConfig, checkpoint: str | Path) -> TrainConfig:
+    """``config`` fine-tuning another source model (e.g. a 64-px one from ``sdft-lite synthfaces train-source``):
+    its U-Net layout, with the config's dropout; the limited target is then rendered at its image size."""
+    layout = load_unet(checkpoint).config
+    return dataclasses.replace(config, unet=layout.replace(dropout=config.unet.dropout),
+                               source_checkpoint=str(checkpoint))
 
 
 def source_model() -> UNetModel:

@@ -226,6 +226,8 @@ def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_sho
         entry.update(window=list(window), judge="SynthCLIP zero-shot",
                      edit_kept_mean={"mean": kept, "sd": 0.0, "n": 3},
                      reconstruction_kept_mean={"mean": recon_kept, "sd": 0.0, "n": 3},
+                     reconstruction_psnr_db={"mean": 30.0, "sd": 0.0, "n": 3},
+                     reconstruction_realism_fd={"mean": 0.1, "sd": 0.0, "n": 3},
                      bar={"smiling ≥ 0.8": smiling >= 0.8, "reconstruction smiling ≤ 0.02": True,
                           "kept ≥ 0.95": kept >= 0.95, "PSNR ≥ 27 dB": True})
         return entry
@@ -243,8 +245,15 @@ def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_sho
     assert ("Most of the loss is style: the edit keeps 0.870 of it, the reconstruction 0.990; skin 0.960 against "
             "0.980.") in editing_tables.bar_reading({"summary": [detailed]})
     passed = {"summary": [bar_entry(0.96, 0.85)]}
-    assert editing_tables.bar_reading(passed) == "**The bar is passed** by the classifier direction with 200–500."
+    assert editing_tables.bar_reading(passed) == (
+        "**The bar is passed** by the classifier direction with 200–500. Its plain reconstruction (no Δh) keeps "
+        "0.970, PSNR 30.0 dB, FD 0.10: the edit's FD is read against it.")
     assert editing_tables.bar_reading({"summary": []}) == ""
+    larger = dict(bar_entry(0.985, 0.96), size=64)   # a 64-px source model's row beside the 32-px ones
+    words = editing_tables.bar_reading({"summary": short["summary"] + [larger],
+                                        "renderer_edit": short["renderer_edit"]})
+    assert words.startswith("**At 32 px, no setting passes the bar.** Over the 2 classifier-direction settings")
+    assert " **At 64 px, the bar is passed** by the classifier direction with 200–500, 64 px. Its plain" in words
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
@@ -364,3 +373,19 @@ def test_bar_table_names_the_criteria_an_edit_fails():
     assert rows[0].startswith("| classifier | 300–500 | 0.864 ± 0.010 |") and rows[0].endswith("| kept |")
     assert "| 0.500 |" in rows[0] and len(rows[0].split("|")) == 11   # nine columns: they fit the page
     assert rows[1].endswith("| — |")
+
+
+def test_a_larger_source_models_table_is_its_own_with_its_own_naive_baseline():
+    small = [editing_entry("table", "naive", "classifier", 0.02, 0.0),
+             editing_entry("table", "SDFT λ=3", "classifier", 0.03, 0.0)]
+    large = [dict(editing_entry("table", "naive 64 px", "classifier", 0.01, 0.0), size=64),
+             dict(editing_entry("table", "SDFT λ=3 64 px", "classifier", 0.50, 0.0), size=64)]
+    groups = editing_tables.by_size(large + small)
+    assert list(groups) == [32, 64] and groups[64] == large
+    assert "SDFT λ=3 +0.50 — more than naive" in editing_tables.verdict(large)   # named plainly under its heading
+    assert "naive +0.01" in editing_tables.verdict(large)        # the 64-px naive, not the 32-px one
+    page = editing_tables.render({"config": {"n_train": 1, "n_test": 1, "asyrp": {"steps": "40", "epochs": 5,
+                                                                                "batch": 4, "t_boost": 100}},
+                                  "seeds": [0, 1, 2], "device": "cpu", "commit": "a" * 40, "wall_seconds": 1.0,
+                                  "command": "x", "summary": small + large})
+    assert "**Table 2 analogue on the 64-px source model's fine-tunings, classifier" in page
