@@ -15,7 +15,7 @@
 
     python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
     python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
-    python bench/asyrp_editing.py --out $OUT/t64 --workers 15 --source source64.pt --parts survival,table \
+    python bench/asyrp_editing.py --out $OUT/t64 --workers 6 --source source64.pt --parts survival,table \
         --directions classifier --table-windows survival --previous results/synthfaces_editing/editing.json
                                           # the Table 2 analogue on a 64-px source model's fine-tunings (GPU)
 
