@@ -12,8 +12,9 @@ totals are weighted by how often each shape occurs in one forward of the U-Net. 
     python3 bench/bench_fused_norm.py --out OUT/fused_norm                 # GPU
     python3 bench/bench_fused_norm.py --out /tmp/fused_norm --smoke        # the machinery on a CPU (interpreter)
 
-Only a gain here is a reason to put the kernels into the U-Net; the step's profile (bench_speed's ``profile``) is
-where the normalisation's share of the step was measured.
+Only a gain here is a reason to turn the kernels on (``TrainConfig.fused_norm``, ``unet.use_fused_norm``; the
+whole step: bench_speed's ``fused_norm`` phase); bench_speed's ``profile`` is where the normalisation's share of
+the step was measured.
 """
 from __future__ import annotations
 

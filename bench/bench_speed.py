@@ -30,6 +30,8 @@ Phases (``--phases``, run in the order given; ``reference`` runs first whenever 
 - ``upsample_interpolate``: the aux4 step compiled with the U-Net's upsample as ``F.interpolate`` (before it
   became a broadcast under compile: inductor writes the gradient of ``F.interpolate`` as an atomic scatter-add).
 - ``coordinate_descent``: the aux4 step compiled with ``torch._inductor.config.coordinate_descent_tuning``.
+- ``fused_norm``: the aux4 step with every ResBlock's GroupNorm · scale-shift · SiLU as the fused Triton kernels
+  (``TrainConfig.fused_norm``; op-level numbers: ``bench/bench_fused_norm.py``).
 - ``loss_curve``: the fast eager trainer against the plain one (fp32, every aux sample) on the same batches, t and
   ε: their loss curves must agree up to bf16 rounding. ``memory``: batch 4 with gradient checkpointing, bf16 and
   fp16 (what a T4 would run).
@@ -75,7 +77,7 @@ from sdft_lite.unet import UNetConfig, UNetModel  # noqa: E402
 
 PHASES = ("reference", "sync_check", "eager", "aux4", "resident", "profile", "stream", "naive", "compiled",
           "sampling", "sampling_profile", "layout_inductor", "layout_channels_last", "upsample_interpolate",
-          "coordinate_descent", "loss_curve", "memory")
+          "coordinate_descent", "fused_norm", "loss_curve", "memory")
 PEAK_NOTE = "MFU = achieved / measured bf16 matmul peak (8192³, this run)"
 ISSUE_BASELINE_H200 = {   # the figures issue #20 starts from (H200, batch 16, 256 px, img/s)
     "reference_sdft_fp32": 32.1, "reference_sdft_bf16": 38.5, "reference_naive": 77.1,
@@ -483,6 +485,10 @@ class Bench:
     def coordinate_descent_phase(self) -> None:
         self.variant_phase(f"{AUX4}_coordinate_descent", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32",
                            inductor={"coordinate_descent_tuning": True}, **AUX4_OVERRIDES)
+
+    def fused_norm_phase(self) -> None:
+        self.variant_phase(f"{AUX4}_fused_norm", self.fe["sdft_aux4"], "reference_sdft_fp32_tf32", fused_norm=True,
+                           **AUX4_OVERRIDES)
 
     def sampling_phase(self) -> None:
         s = self.setup

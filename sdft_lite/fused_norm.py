@@ -171,7 +171,12 @@ def _scale_shift_rows(x: torch.Tensor, scale: torch.Tensor | None, shift: torch.
     return scale.reshape(x.shape[:2]).contiguous(), shift.reshape(x.shape[:2]).contiguous()
 
 
-def _forward(x, weight, bias, scale, shift, groups: int, eps: float):
+# torch.compile sees each launch as one opaque op (custom ops with shape functions); autograd pairs them.
+
+@torch.library.custom_op("sdft_lite::group_norm_silu_forward", mutates_args=())
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None,
+             shift: torch.Tensor | None, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, per-(sample, group) mean, 1/std)."""
     shape = _launch_shape(x, groups)
     y = torch.empty_like(x)          # the input's memory format
     mean = x.new_empty(x.shape[0] * groups, dtype=torch.float32)
@@ -182,7 +187,17 @@ def _forward(x, weight, bias, scale, shift, groups: int, eps: float):
     return y, mean, rstd
 
 
-def _backward(dy, x, weight, bias, scale, shift, mean, rstd, groups: int):
+@_forward.register_fake
+def _(x, weight, bias, scale, shift, groups, eps):
+    mean = x.new_empty(x.shape[0] * groups, dtype=torch.float32)
+    return torch.empty_like(x), mean, torch.empty_like(mean)
+
+
+@torch.library.custom_op("sdft_lite::group_norm_silu_backward", mutates_args=())
+def _backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+              scale: torch.Tensor | None, shift: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor,
+              groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dγ, dβ, d scale, d shift); the last two are [B, C] float32 (empty without scale-shift)."""
     shape = _launch_shape(x, groups)
     dy = dy if dy.stride() == x.stride() else dy.contiguous(memory_format=_memory_format(x))
     dx = torch.empty_like(x)
@@ -194,27 +209,33 @@ def _backward(dy, x, weight, bias, scale, shift, mean, rstd, groups: int):
     return dx, d_weight.sum(0).to(weight.dtype), d_bias.sum(0).to(bias.dtype), d_scale, d_shift
 
 
+@_backward.register_fake
+def _(dy, x, weight, bias, scale, shift, mean, rstd, groups):
+    rows = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias), rows, torch.empty_like(rows)
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
         else torch.contiguous_format
 
 
-class _GroupNormSiLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, scale, shift, groups, eps):
-        y, mean, rstd = _forward(x, weight, bias, scale, shift, groups, eps)
-        ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
-        ctx.groups = groups
-        return y
+def _save_for_backward(ctx, inputs, output):
+    x, weight, bias, scale, shift, groups, _ = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
+    ctx.groups = groups
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
-        dx, d_weight, d_bias, d_scale, d_shift = _backward(dy, x, weight, bias, scale, shift, mean, rstd, ctx.groups)
-        if scale is None:
-            return dx, d_weight, d_bias, None, None, None, None
-        return dx, d_weight, d_bias, d_scale.to(scale.dtype).view_as(scale), d_shift.to(shift.dtype).view_as(shift), \
-            None, None
+
+def _gradients(ctx, dy, _d_mean, _d_rstd):
+    x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
+    dx, d_weight, d_bias, d_scale, d_shift = _backward(dy, x, weight, bias, scale, shift, mean, rstd, ctx.groups)
+    if scale is None:
+        return dx, d_weight, d_bias, None, None, None, None
+    return dx, d_weight, d_bias, d_scale.to(scale.dtype), d_shift.to(shift.dtype), None, None
+
+
+_forward.register_autograd(_gradients, setup_context=_save_for_backward)
 
 
 def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
@@ -225,4 +246,4 @@ def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
     or both None."""
     if (scale is None) != (shift is None):
         raise ValueError("pass scale and shift together, or neither")
-    return _GroupNormSiLU.apply(x, weight, bias, scale, shift, groups, eps)
+    return _forward(x, weight, bias, scale, shift, groups, eps)[0]

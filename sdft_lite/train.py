@@ -40,7 +40,7 @@ from .run_log import RunLog, peak_memory, read_log
 from .rivals import ANCHORS_WEIGHTS, RivalConfig, build_regularizer
 from .schedule import make_schedule
 from .sdft import ImportanceAux, SDFTConfig, SkipLightAux, every_aux, sdft_losses
-from .unet import UNetConfig, UNetModel
+from .unet import UNetConfig, UNetModel, use_fused_norm
 from .weighting import weighting_spec
 
 MODES = ("scratch", "naive", "sdft")
@@ -96,6 +96,7 @@ class TrainConfig:
     aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
     aux_samples: int = 0                      # m > 0: m aux samples drawn by weight, reweighted (unbiased; compiles)
     teacher_stream: bool = False              # CUDA only: the teacher's forward on a side stream (same values)
+    fused_norm: bool = False                  # CUDA only: GroupNorm·scale-shift·SiLU as one Triton kernel (not timed)
     data_on_device: bool = True               # CUDA only: the uint8 images held on the GPU when they fit (same batches)
     seed: int = 0
     # feedback and checkpoints
@@ -276,6 +277,10 @@ class Trainer:
         if teacher is not None:   # a half-precision inference copy on GPUs (the authors' fp16 teacher)
             teacher_dtype = self.precision if device.type == "cuda" else torch.float32
             self.teacher = _CastInputs(teacher.to(device, dtype=teacher_dtype, memory_format=memory_format))
+        if config.fused_norm and device.type == "cuda":   # the training forward passes; the EMA samples as before
+            use_fused_norm(self.model)
+            if teacher is not None:
+                use_fused_norm(teacher)
         try:   # from the source weights, before DDP, compiling or a resume
             self.regularizer = build_regularizer(config, self.model, self.teacher, self.schedule, device,
                                                  self.dist.rank, self.dist.world)

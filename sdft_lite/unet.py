@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -194,7 +194,11 @@ class ResBlock(nn.Module):
 
     x: [B, C_in, H, W]; emb: [B, E] -> [B, C_out, H', W'].
     With scale-shift norm: h = GN(h) * (1 + scale) + shift, where (scale, shift) come from the embedding.
+    ``fused_norm`` (``use_fused_norm``): each normalisation with its SiLU runs as one Triton kernel
+    (``fused_norm.group_norm_silu``, CUDA), the same function in float32.
     """
+
+    fused_norm = False
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float,
                  use_scale_shift_norm: bool, resample: str | None = None, use_checkpoint: bool = False):
@@ -219,22 +223,46 @@ class ResBlock(nn.Module):
         return x
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        norm_act, conv = self.in_layers[:-1], self.in_layers[-1]
+        norm_act, conv = self._norm_silu(self.in_layers[0]), self.in_layers[-1]
         h = conv(self._resample(norm_act(x)))  # resampling sits between the activation and the conv
         x = self._resample(x)
         emb_out = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
-            h = self.out_layers[1:](h)
+            h = self._norm_silu(self.out_layers[0])(h, scale, shift)
         else:
-            h = self.out_layers(h + emb_out)
-        return self.skip_connection(x) + h
+            h = self._norm_silu(self.out_layers[0])(h + emb_out)
+        return self.skip_connection(x) + self.out_layers[2:](h)   # dropout, conv
+
+    def _norm_silu(self, norm: nn.GroupNorm) -> Callable[..., torch.Tensor]:
+        """h ↦ SiLU(GN(h) · (1 + scale) + shift) (scale, shift optional, [B, C, 1, 1]): ``norm`` and nn.SiLU, or
+        the fused kernel."""
+        if self.fused_norm:
+            from .fused_norm import group_norm_silu   # Triton: imported only when asked for
+
+            def fused(h, scale=None, shift=None):
+                rows = (scale.flatten(1), shift.flatten(1)) if scale is not None else (None, None)
+                return group_norm_silu(h, norm.weight, norm.bias, norm.num_groups, *rows, eps=norm.eps)
+            return fused
+
+        def plain(h, scale=None, shift=None):
+            h = norm(h)
+            return F.silu(h * (1 + scale) + shift if scale is not None else h)
+        return plain
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():
             return checkpoint(self._forward, x, emb, use_reentrant=False)
         return self._forward(x, emb)
+
+
+def use_fused_norm(model: nn.Module, on: bool = True) -> nn.Module:
+    """Every ResBlock of ``model`` normalises with the fused Triton kernels (``on``) or with torch's ops; the weights
+    and the function are the same. CUDA (or Triton's interpreter)."""
+    for block in model.modules():
+        if isinstance(block, ResBlock):
+            block.fused_norm = on
+    return model
 
 
 class AttentionBlock(nn.Module):

@@ -31,7 +31,7 @@ from ..synthfaces.domains import DomainSpec, render_domain
 
 PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>.pt
 # settings added after models were cached and shipped: at their default they leave every key as it was
-LATER_FIELDS = ("aux_samples", "target_smile_share")
+LATER_FIELDS = ("aux_samples", "target_smile_share", "fused_norm")
 RUN_FIELDS = ("out_dir", "data_dir", "source_checkpoint", "progress", "log_every", "save_every", "keep_last",
               "sample_every", "sample_num", "sample_steps", "teacher_stream", "data_on_device",
               "compile_channels_last")   # where and how a run reports or computes: not what it trains
