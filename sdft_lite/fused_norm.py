@@ -56,22 +56,41 @@ def _affine(weight, bias, scale_row, shift_row, c, cmask, mean, rstd, HAS_SCALE_
 
 
 @triton.jit
-def _forward_kernel(x, y, weight, bias, scale, shift, mean_out, rstd_out, HW, C, CG, stride_b, stride_hw, stride_c,
-                    eps, HAS_SCALE_SHIFT: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    program = tl.program_id(0)
+def _group(program, C, CG, stride_b, BLOCK_C: tl.constexpr):
+    """Program (sample b, group g) → b, the group's channels (padded to BLOCK_C, with their mask), b's offset."""
     groups = C // CG
     b, g = program // groups, program % groups
     channel = tl.arange(0, BLOCK_C)
-    cmask = channel < CG
-    c = g * CG + channel
-    base = b * stride_b
-    pivot = tl.load(x + base + g * CG * stride_c).to(tl.float32)   # the group's first element
+    return b, g * CG + channel, channel < CG, b * stride_b
+
+
+@triton.jit
+def _tile(start, HW, base, c, cmask, stride_hw, stride_c, BLOCK_HW: tl.constexpr):
+    """Offsets and mask of the pixels [start, start + BLOCK_HW) × the group's channels."""
+    hw = start + tl.arange(0, BLOCK_HW)
+    return base + hw[:, None] * stride_hw + c[None, :] * stride_c, (hw < HW)[:, None] & cmask[None, :]
+
+
+@triton.jit
+def _normalised_and_dz(x, dy, offsets, mask, mean, rstd, mul, add):
+    """x̂ and dL/dz of one tile, 0 outside it (z = x · mul + add is the SiLU's input; SiLU' = σ(1 + z(1 − σ)))."""
+    v = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32)
+    z = v * mul[None, :] + add[None, :]
+    sig = tl.sigmoid(z)
+    dz = tl.load(dy + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
+    return (v - mean) * rstd, tl.where(mask, dz, 0.0)
+
+
+@triton.jit
+def _forward_kernel(x, y, weight, bias, scale, shift, mean_out, rstd_out, HW, C, CG, stride_b, stride_hw, stride_c,
+                    eps, HAS_SCALE_SHIFT: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    program = tl.program_id(0)
+    b, c, cmask, base = _group(program, C, CG, stride_b, BLOCK_C)
+    pivot = tl.load(x + base + tl.min(c, axis=0) * stride_c).to(tl.float32)   # the group's first element
     total = tl.zeros([BLOCK_HW, BLOCK_C], tl.float32)
     squares = tl.zeros([BLOCK_HW, BLOCK_C], tl.float32)
     for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < HW)[:, None] & cmask[None, :]
-        offsets = base + hw[:, None] * stride_hw + c[None, :] * stride_c
+        offsets, mask = _tile(start, HW, base, c, cmask, stride_hw, stride_c, BLOCK_HW)
         v = tl.where(mask, tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32) - pivot, 0.0)
         total += v
         squares += v * v
@@ -84,9 +103,7 @@ def _forward_kernel(x, y, weight, bias, scale, shift, mean_out, rstd_out, HW, C,
     tl.store(rstd_out + program, rstd)
     _, _, _, mul, add = _affine(weight, bias, scale + b * C, shift + b * C, c, cmask, mean, rstd, HAS_SCALE_SHIFT)
     for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < HW)[:, None] & cmask[None, :]
-        offsets = base + hw[:, None] * stride_hw + c[None, :] * stride_c
+        offsets, mask = _tile(start, HW, base, c, cmask, stride_hw, stride_c, BLOCK_HW)
         z = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32) * mul[None, :] + add[None, :]
         tl.store(y + offsets, (z * tl.sigmoid(z)).to(y.dtype.element_ty), mask=mask)
 
@@ -97,12 +114,7 @@ def _backward_kernel(dy, x, dx, weight, bias, scale, shift, mean_in, rstd_in, d_
                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
     """dx per element; d_scale, d_shift, and the per-sample parts of d_weight, d_bias ([B, C], float32)."""
     program = tl.program_id(0)
-    groups = C // CG
-    b, g = program // groups, program % groups
-    channel = tl.arange(0, BLOCK_C)
-    cmask = channel < CG
-    c = g * CG + channel
-    base = b * stride_b
+    b, c, cmask, base = _group(program, C, CG, stride_b, BLOCK_C)
     mean = tl.load(mean_in + program)
     rstd = tl.load(rstd_in + program)
     gamma, beta, one_plus_s, mul, add = _affine(weight, bias, scale + b * C, shift + b * C, c, cmask, mean, rstd,
@@ -111,15 +123,8 @@ def _backward_kernel(dy, x, dx, weight, bias, scale, shift, mean_in, rstd_in, d_
     sum_dz_a = tl.zeros([BLOCK_HW, BLOCK_C], tl.float32)       # → d_scale
     sum_da_xhat = tl.zeros([BLOCK_HW, BLOCK_C], tl.float32)    # → d_weight
     for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < HW)[:, None] & cmask[None, :]
-        offsets = base + hw[:, None] * stride_hw + c[None, :] * stride_c
-        v = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32)
-        xhat = (v - mean) * rstd
-        z = v * mul[None, :] + add[None, :]
-        sig = tl.sigmoid(z)
-        dz = tl.where(mask, tl.load(dy + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig)),
-                      0.0)
+        offsets, mask = _tile(start, HW, base, c, cmask, stride_hw, stride_c, BLOCK_HW)
+        xhat, dz = _normalised_and_dz(x, dy, offsets, mask, mean, rstd, mul, add)
         sum_dz += dz
         sum_dz_a += dz * (xhat * gamma[None, :] + beta[None, :])
         sum_da_xhat += dz * one_plus_s[None, :] * xhat
@@ -135,14 +140,8 @@ def _backward_kernel(dy, x, dx, weight, bias, scale, shift, mean_in, rstd_in, d_
     mean_dxhat = tl.sum(da_c * gamma, axis=0) / n                # dxhat = da · γ, averaged over the group
     mean_dxhat_xhat = tl.sum(da_xhat_c * gamma, axis=0) / n
     for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = (hw < HW)[:, None] & cmask[None, :]
-        offsets = base + hw[:, None] * stride_hw + c[None, :] * stride_c
-        v = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32)
-        xhat = (v - mean) * rstd
-        z = v * mul[None, :] + add[None, :]
-        sig = tl.sigmoid(z)
-        dz = tl.load(dy + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
+        offsets, mask = _tile(start, HW, base, c, cmask, stride_hw, stride_c, BLOCK_HW)
+        xhat, dz = _normalised_and_dz(x, dy, offsets, mask, mean, rstd, mul, add)
         dxhat = dz * (one_plus_s * gamma)[None, :]
         tl.store(dx + offsets, (rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)).to(dx.dtype.element_ty),
                  mask=mask)
