@@ -253,7 +253,7 @@ def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_sho
     words = editing_tables.bar_reading({"summary": short["summary"] + [larger],
                                         "renderer_edit": short["renderer_edit"]})
     assert words.startswith("**At 32 px, no setting passes the bar.** Over the 2 classifier-direction settings")
-    assert " **At 64 px, the bar is passed** by the classifier direction with 200–500, 64 px. Its plain" in words
+    assert "\n\n**At 64 px, the bar is passed** by the classifier direction with 200–500, 64 px. Its plain" in words
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
