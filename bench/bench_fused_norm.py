@@ -38,7 +38,8 @@ from sdft_lite.unet import ResBlock, UNetConfig, UNetModel  # noqa: E402
 
 def norm_shapes(unet: UNetConfig, batch: int) -> Counter:
     """{(B, C, H, W, with scale-shift): calls per U-Net forward} of the ResBlocks' two normalisations."""
-    model = UNetModel(unet).eval()
+    with torch.device("meta"):   # shapes only: no weights are allocated or run
+        model = UNetModel(unet).eval()
     seen: Counter = Counter()
 
     def record(scale_shift: bool):
@@ -46,9 +47,9 @@ def norm_shapes(unet: UNetConfig, batch: int) -> Counter:
     for block in (m for m in model.modules() if isinstance(m, ResBlock)):
         block.in_layers[0].register_forward_pre_hook(record(False))
         block.out_layers[0].register_forward_pre_hook(record(block.use_scale_shift_norm))
-    with torch.no_grad(), torch.device("meta"):
-        model.to("meta")(torch.zeros(batch, 3, unet.image_size, unet.image_size, device="meta"),
-                         torch.zeros(batch, dtype=torch.long, device="meta"))
+    with torch.no_grad():
+        model(torch.zeros(batch, 3, unet.image_size, unet.image_size, device="meta"),
+              torch.zeros(batch, dtype=torch.long, device="meta"))
     return seen
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -223,32 +223,25 @@ class ResBlock(nn.Module):
         return x
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        norm_act, conv = self._norm_silu(self.in_layers[0]), self.in_layers[-1]
-        h = conv(self._resample(norm_act(x)))  # resampling sits between the activation and the conv
+        h = self.in_layers[-1](self._resample(self._norm_silu(self.in_layers[0], x)))   # resample before the conv
         x = self._resample(x)
         emb_out = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         if self.use_scale_shift_norm:
-            scale, shift = emb_out.chunk(2, dim=1)
-            h = self._norm_silu(self.out_layers[0])(h, scale, shift)
+            h = self._norm_silu(self.out_layers[0], h, *emb_out.chunk(2, dim=1))
         else:
-            h = self._norm_silu(self.out_layers[0])(h + emb_out)
+            h = self._norm_silu(self.out_layers[0], h + emb_out)
         return self.skip_connection(x) + self.out_layers[2:](h)   # dropout, conv
 
-    def _norm_silu(self, norm: nn.GroupNorm) -> Callable[..., torch.Tensor]:
-        """h ↦ SiLU(GN(h) · (1 + scale) + shift) (scale, shift optional, [B, C, 1, 1]): ``norm`` and nn.SiLU, or
-        the fused kernel."""
+    def _norm_silu(self, norm: nn.GroupNorm, h: torch.Tensor, scale: torch.Tensor | None = None,
+                   shift: torch.Tensor | None = None) -> torch.Tensor:
+        """SiLU(GN(h) · (1 + scale) + shift), scale and shift [B, C, 1, 1] or None: ``norm`` and SiLU, or the
+        fused kernel."""
         if self.fused_norm:
             from .fused_norm import group_norm_silu   # Triton: imported only when asked for
-
-            def fused(h, scale=None, shift=None):
-                rows = (scale.flatten(1), shift.flatten(1)) if scale is not None else (None, None)
-                return group_norm_silu(h, norm.weight, norm.bias, norm.num_groups, *rows, eps=norm.eps)
-            return fused
-
-        def plain(h, scale=None, shift=None):
-            h = norm(h)
-            return F.silu(h * (1 + scale) + shift if scale is not None else h)
-        return plain
+            rows = (scale.flatten(1), shift.flatten(1)) if scale is not None else (None, None)
+            return group_norm_silu(h, norm.weight, norm.bias, norm.num_groups, *rows, eps=norm.eps)
+        h = norm(h)
+        return F.silu(h * (1 + scale) + shift if scale is not None else h)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():

@@ -3,9 +3,8 @@ finished by calling it again, to the same exported weights bit for bit."""
 import pytest
 import torch
 
-from sdft_lite.train import Trainer
-
 from sdft_lite.experiments.source_model import train_source
+from sdft_lite.train import Trainer
 from sdft_lite.unet import UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # fixture in conftest.py
@@ -27,11 +26,11 @@ def test_a_stopped_source_run_is_finished_by_a_second_call_bit_for_bit(tmp_path)
 
 
 def test_a_run_stopped_by_a_signal_exports_nothing_and_says_where_it_stopped(tmp_path, monkeypatch):
-    stop_after_first_step = Trainer.train_step
+    one_step = Trainer.train_step
 
     def step_then_stop(self):
-        self.request_stop()   # what SIGTERM does
-        return stop_after_first_step(self)
+        self.request_stop()   # what SIGTERM does: the step finishes, then the run saves and returns
+        return one_step(self)
     monkeypatch.setattr(Trainer, "train_step", step_then_stop)
     info = train_source(tmp_path / "cut.pt", UNetConfig.tiny(), steps=4, batch=4, num_images=8, device="cpu")
     assert info["stopped_at_step"] == 1 and not (tmp_path / "cut.pt").exists()

@@ -69,14 +69,11 @@ def bar_table(summary: list[dict]) -> list[str]:
 def bar_reading(result: dict) -> str:
     """What the bar's classifier-direction rows say, a paragraph per source model size (the shipped 32-px model
     first; each size is named when there is more than one)."""
-    by_size: dict[int, list[dict]] = {}
-    for e in result["summary"]:
-        if e["part"] == "bar" and e["direction_kind"] == "classifier":
-            by_size.setdefault(e.get("size", 32), []).append(e)   # rows without a size: the shipped 32-px model
+    sizes = by_size([e for e in result["summary"] if e["part"] == "bar" and e["direction_kind"] == "classifier"])
     renderer = result.get("renderer_edit", {})
     return "\n\n".join(size_reading(entries, renderer.get("source" if size == 32 else f"source {size} px", {}),
-                                 size if len(by_size) > 1 else None)
-                    for size, entries in sorted(by_size.items()))
+                                     size if len(sizes) > 1 else None)
+                         for size, entries in sizes.items())
 
 
 def size_reading(entries: list[dict], perfect_by_judge: dict, size: int | None) -> str:

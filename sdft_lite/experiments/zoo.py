@@ -53,8 +53,9 @@ def key(config: TrainConfig) -> str:
     identity = {k: v for k, v in config.to_dict().items()
                 if k not in RUN_FIELDS and not (k in LATER_FIELDS and v == defaults[k])}
     source = config.source_checkpoint
-    if source and Path(source).is_file() and sha256_of(source) != REGISTRY[SYNTHFACES_SOURCE][0]:
-        identity["source_sha256"] = sha256_of(source)
+    source_sha256 = sha256_of(source) if source and Path(source).is_file() else None
+    if source_sha256 and source_sha256 != REGISTRY[SYNTHFACES_SOURCE][0]:
+        identity["source_sha256"] = source_sha256
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.mode}-lam{config.loss.lambda_distill:g}-{digest}"
 
