@@ -297,11 +297,12 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] = DEFAULT_RECIPE
-                  ) -> tuple[int, int] | None:
-    """The bar's window for a direction and recipe: the one passing every criterion with the most smiles."""
+def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] = DEFAULT_RECIPE,
+                  size: int = DEFAULT_SIZE) -> tuple[int, int] | None:
+    """The bar's window for a direction, recipe and source size: the one passing every criterion with the most
+    smiles (a 64-px table edits in the window that passed on the 64-px source, not on the 32-px one)."""
     passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())
-               and recipe(e) == recipe_]
+               and recipe(e) == recipe_ and e.get("size", DEFAULT_SIZE) == size]
     if not passing:
         return None
     return tuple(max(passing, key=lambda e: e["edit_smiling"]["mean"])["window"])
@@ -421,8 +422,8 @@ def main() -> int:
         if args.table_windows == "survival":
             windows = {kind: own_windows(result.get("survival", {}), table_models) for kind in kinds}
         else:
-            windows = {kind: dict.fromkeys(table_models, chosen_window(summary, kind, table_recipe) or fallback)
-                       for kind in kinds}
+            passed = {kind: chosen_window(summary, kind, table_recipe, base.size) or fallback for kind in kinds}
+            windows = {kind: dict.fromkeys(table_models, passed[kind]) for kind in kinds}
         result["table_windows"] = merged_windows(result.get("table_windows", {}), windows, base.size)
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
                  "smile_share": args.limited_smile_share, "source": args.source,

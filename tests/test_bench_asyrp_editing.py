@@ -102,6 +102,9 @@ def test_a_recipe_is_its_own_setting_and_old_rows_have_asyrps():
     assert summary[0]["edit_smiling"]["mean"] == pytest.approx(0.85)   # the explicit default replaced seed 0
     assert asyrp_editing.chosen_window(summary, "classifier") == (200, 500)
     assert asyrp_editing.chosen_window(summary, "classifier", (10.0, 0.8)) is None   # 0.70 < 0.8: fails the bar
+    assert asyrp_editing.chosen_window(summary, "classifier", size=64) is None   # passed at 32 px, not at 64
+    at_64 = asyrp_editing.summarize([{**row(0, 0.96), "size": 64, "window": [300, 500]}])
+    assert asyrp_editing.chosen_window(summary + at_64, "classifier", size=64) == (300, 500)
     config = asyrp_editing.with_recipe(asyrp_editing.EditBenchConfig(), 10.0, 0.8)
     assert (config.asyrp.lambda_l1, config.asyrp.scale, config.asyrp.t_edit) == (10.0, 0.8, 200)
 
