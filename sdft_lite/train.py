@@ -96,7 +96,7 @@ class TrainConfig:
     aux_bucket: int = 4                       # kept aux samples rounded up to a multiple of this (batch shapes)
     aux_samples: int = 0                      # m > 0: m aux samples drawn by weight, reweighted (unbiased; compiles)
     teacher_stream: bool = False              # CUDA only: the teacher's forward on a side stream (same values)
-    fused_norm: bool = False                  # CUDA only: GroupNorm·scale-shift·SiLU as one Triton kernel (not timed)
+    fused_norm: bool = False                  # CUDA: GroupNorm·scale-shift·SiLU in Triton (slower than inductor)
     data_on_device: bool = True               # CUDA only: the uint8 images held on the GPU when they fit (same batches)
     seed: int = 0
     # feedback and checkpoints

@@ -57,7 +57,7 @@ TRAIN_HELP = {
     "teacher_stream": "CUDA: run the teacher's forward on a side stream, beside the student's (same values; "
                       "bench/bench_speed.py measures whether it is faster)",
     "fused_norm": "CUDA: each ResBlock's GroupNorm, scale-shift and SiLU as one Triton kernel (the same function; "
-                  "bench/bench_fused_norm.py measures it against inductor's own fusion; not yet timed)",
+                  "on an H200 1.9x the eager ops but 0.83x inductor's own fusion, bench/bench_fused_norm.py)",
     "compile_channels_last": "with --compile: every convolution of the training graph in channels-last "
                              "(inductor's layout optimisation, which it declines by itself for the ADM U-Net)",
     "data_on_device": "CUDA: hold the decoded uint8 images on the GPU when they take under a tenth of its free "
