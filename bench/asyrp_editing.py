@@ -121,11 +121,21 @@ def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -
     instruments = load_instruments(device, synthclip_path)
     unet = load_model(job["model"], job["seed"], job["quick"], device, job.get("smile_share", 0.0),
                       job.get("source"))
-    row = asyrp_table_row(unet, instruments, job["config"], device)
+    return {**job_identity(job), **asyrp_table_row(unet, instruments, job["config"], device)}
+
+
+def job_identity(job: dict) -> dict:
+    """What names a job's row: part, model, seed, window, direction, recipe and image size."""
     asyrp = job["config"].asyrp
     return {"part": job["part"], "model": job["model"], "seed": job["seed"],
             "window": (asyrp.t_edit, asyrp.t_edit_upper), "direction_kind": job["config"].direction,
-            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, "size": job["config"].size, **row}
+            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, "size": job["config"].size}
+
+
+def not_yet_run(jobs: list[dict], rows: list[dict]) -> list[dict]:
+    """The jobs without a row (same setting and seed) among ``rows``: what a resumed call has left to run."""
+    done = {(*setting(row), row["seed"]) for row in rows}
+    return [job for job in jobs if (*setting(job_identity(job)), job["seed"]) not in done]
 
 
 def run_jobs(jobs: list[dict], args, write) -> list[dict]:
@@ -333,12 +343,15 @@ def main() -> int:
     parser.add_argument("--directions", default="synthclip,classifier", help="which directions the table edits with")
     parser.add_argument("--previous", help="an earlier editing.json whose survival curves and rows this run keeps "
                                            "(e.g. the bar, then the table in a second GPU call)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --previous: run only the bar and table jobs whose rows it lacks (a call cut off "
+                             "by a time limit goes on where it stopped; without it, every job runs again)")
     parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
     parser.add_argument("--survival-n", type=int, default=500)
     parser.add_argument("--limited-smile-share", type=float, default=0.0,
                         help="edit the models fine-tuned on a limited target with this share of smiling "
                              "portraits (as bench/synthfaces_reproduce.py --limited-smile-share); use a separate "
-                             "--out and no --previous")
+                             "--out, and --previous only with an earlier run of the same share")
     parser.add_argument("--source", default=None,
                         help="a source checkpoint to use instead of the shipped 32-px model (e.g. one written by "
                              "`sdft-lite synthfaces train-source --unet-preset small64`): the bar edits it, the "
@@ -412,7 +425,7 @@ def main() -> int:
                                                    window), *recipe_)}
                 for window in windows for kind in args.bar_directions.split(",") for recipe_ in recipes
                 for seed in seeds]
-        rows += run_jobs(jobs, args, write)
+        rows += run_jobs(not_yet_run(jobs, rows) if args.resume else jobs, args, write)
         write()
     if "table" in parts:
         summary = summarize(rows)
@@ -431,7 +444,7 @@ def main() -> int:
                                                                        seed=seed), windows[kind][model]),
                                        *table_recipe)}
                 for model in table_models for kind in kinds for seed in seeds]
-        rows += run_jobs(jobs, args, write)
+        rows += run_jobs(not_yet_run(jobs, rows) if args.resume else jobs, args, write)
         write()
     print(f"done in {time.perf_counter() - started:.0f} s on {hardware()}", flush=True)
     return 0

@@ -228,3 +228,35 @@ def test_a_larger_sources_survival_fine_tunes_nothing(tmp_path, monkeypatch):
     assert asyrp_editing.main() == 0
     result = json.loads((tmp_path / "out" / "editing.json").read_text())
     assert list(result["survival"]) == ["source 64 px"] and "finetuning" not in result
+
+
+def test_a_resumed_table_runs_only_the_jobs_its_previous_file_lacks(tmp_path, monkeypatch):
+    """--resume: a call cut off after some edit jobs goes on with the rest; the carried rows stay, and without
+    --resume every job runs again (the device session that needed this re-ran all six and finished none)."""
+    import json
+
+    import sdft_lite.experiments.zoo as zoo
+    curve = {"0": 1.0, "100": 0.9, "200": 0.6, "300": 0.4, "400": 0.3, "500": 0.2, "600": 0.1, "800": 0.1}
+    window = list(edit_window({int(t): share for t, share in curve.items()}))   # every model's, from its curve
+    done = {"part": "table", "model": "naive", "seed": 0, "window": window, "direction_kind": "classifier",
+            "lambda_l1": 3.0, "scale": 1.0, "size": 32, "judge": "SynthCLIP",
+            "edit": {"smiling": 0.7}, "reconstruction": {"smiling": 0.0}}
+    previous = {"command": "table", "commit": "a" * 40, "wall_seconds": 1.0, "rows": [done],
+                "survival": dict.fromkeys(("source", "naive", "SDFT λ=1"), curve)}
+    (tmp_path / "previous.json").write_text(json.dumps(previous))
+    monkeypatch.setattr(zoo, "finetune_many", lambda configs, **kwargs: [])
+
+    def run(*extra):
+        jobs = []
+        monkeypatch.setattr(asyrp_editing, "run_jobs", lambda new_jobs, args, write: jobs.extend(new_jobs) or [])
+        monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path / "out"), "--parts", "table",
+                                          "--seeds", "0,1", "--models", "naive;SDFT λ=1", "--directions",
+                                          "classifier", "--table-windows", "survival", "--previous",
+                                          str(tmp_path / "previous.json"), *extra])
+        assert asyrp_editing.main() == 0
+        return sorted((j["model"], j["seed"]) for j in jobs)
+
+    assert run("--resume") == [("SDFT λ=1", 0), ("SDFT λ=1", 1), ("naive", 1)]
+    assert run() == [("SDFT λ=1", 0), ("SDFT λ=1", 1), ("naive", 0), ("naive", 1)]
+    result = json.loads((tmp_path / "out" / "editing.json").read_text())
+    assert result["rows"] == [done]   # carried either way

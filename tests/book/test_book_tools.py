@@ -194,6 +194,31 @@ def test_editing_verdict_is_computed_from_the_seeds():
                                                      "smile** (at most 0.001")
 
 
+def test_a_verdict_with_one_seed_of_a_model_tests_nothing():
+    """A cut-off call may leave one seed of a model: its gain is shown, no 'more than' or 'no more than'."""
+    summary = [editing_entry("table", "naive", "classifier", 0.73, 0.0, seeds=1),
+               editing_entry("table", "SDFT λ=1", "classifier", 0.70, 0.0, seeds=2)]
+    assert editing_tables.verdict(summary) == ("Smiles the edit adds (edit − reconstruction), naive +0.73: "
+                                               "SDFT λ=1 +0.70 (one seed of a model: no test of the difference).")
+
+
+def test_the_smile_share_section_says_how_partial_it_is():
+    entries = [editing_entry("table", "naive", "classifier", 0.73, 0.0, seeds=1),
+               editing_entry("table", "SDFT λ=1", "classifier", 0.70, 0.0, seeds=2)]
+    curve = {"0": 1.0, "300": 0.3}
+    result = {"config": {"limited_smile_share": 0.02}, "seeds": [0, 1, 2], "device": "H200", "commit": "abcdef0" * 6,
+              "wall_seconds": 226.0, "command": "asyrp_editing.py", "summary": entries,
+              "survival": {"source": curve, "naive": curve, "SDFT λ=1": curve}, "partial_note": "Cut off."}
+    page = editing_tables.smile_share_section(result)
+    assert page.startswith("**With 2% smiling portraits in the limited target** (a partial run: naive 1 of 3 "
+                           "seeds, SDFT λ=1 2 of 3 seeds;")
+    assert "| source |" not in page and "| naive | 1.00 | 0.30 |" in page   # the fine-tuned models' curves
+    assert page.rstrip().endswith("*Cut off.*")
+    full = {**result, "summary": [{**e, "seeds": 3} for e in entries]}
+    full.pop("partial_note")
+    assert "(3 seeds;" in editing_tables.smile_share_section(full)
+
+
 def test_editing_table_keeps_rows_of_other_windows_apart_from_the_verdict():
     """A run with --previous carries an earlier call's rows (other windows): the table and its verdict use the
     windows this run chose; the earlier rows are shown apart and cannot overwrite a model's row in the verdict."""
@@ -257,12 +282,7 @@ def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_sho
 
 
 def test_editing_tables_page_is_the_one_the_stored_results_give():
-    if not editing_tables.RESULTS.is_file():
-        assert "Not yet run" in editing_tables.OUTPUT.read_text(encoding="utf-8")
-        return
-    import json
-    result = json.loads(editing_tables.RESULTS.read_text(encoding="utf-8"))
-    assert editing_tables.OUTPUT.read_text(encoding="utf-8") == editing_tables.render(result), \
+    assert editing_tables.OUTPUT.read_text(encoding="utf-8") == editing_tables.page(), \
         "book/generated/editing_tables.md is stale: run python book/tools/editing_tables.py"
 
 
