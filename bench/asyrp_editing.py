@@ -18,9 +18,13 @@
     python bench/asyrp_editing.py --out $OUT/t64 --workers 6 --source source64.pt --parts survival,table \
         --directions classifier --table-windows survival --previous results/synthfaces_editing/editing.json
                                           # the Table 2 analogue on a 64-px source model's fine-tunings (GPU)
+    python bench/asyrp_editing.py --out $OUT/val --workers 6 --source source64.pt --parts bar --seeds 0 \
+        --bar-directions classifier --windows 200,500 --bar-recipes '3:1;3:0.9;3:0.8' --bar-split validation \
+        --previous results/synthfaces_editing/editing.json
+                                          # Δh's strength chosen on validation photos, reported on the test rows
 
 Each job runs in its own process (``--workers`` at a time); ``editing.json`` is rewritten as jobs finish, so a
-time-out keeps what ended.
+time-out keeps what ended, and ``--previous`` that file with ``--resume`` runs only what is missing.
 """
 from __future__ import annotations
 
@@ -41,9 +45,9 @@ from sdft_lite.config import hardware, pick_device  # noqa: E402
 from sdft_lite.editing.asyrp import AsyrpConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
-from sdft_lite.experiments.editing_table import (EditBenchConfig, edit_window, passes_source_bar,  # noqa: E402
-                                                 renderer_edit_scores, smile_survival, smiling_faces,
-                                                 with_window)
+from sdft_lite.experiments.editing_table import (EVAL_SPLITS, EditBenchConfig, edit_window,  # noqa: E402
+                                                 passes_source_bar, renderer_edit_scores, smile_survival,
+                                                 smiling_faces, with_window)
 from sdft_lite.experiments.zoo import on_source  # noqa: E402
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
@@ -125,11 +129,12 @@ def edit_job(job: dict, device: str, synthclip_path: str | None, threads: int) -
 
 
 def job_identity(job: dict) -> dict:
-    """What names a job's row: part, model, seed, window, direction, recipe and image size."""
-    asyrp = job["config"].asyrp
+    """What names a job's row: part, model, seed, window, direction, recipe, image size and held-out split."""
+    config = job["config"]
     return {"part": job["part"], "model": job["model"], "seed": job["seed"],
-            "window": (asyrp.t_edit, asyrp.t_edit_upper), "direction_kind": job["config"].direction,
-            "lambda_l1": asyrp.lambda_l1, "scale": asyrp.scale, "size": job["config"].size}
+            "window": (config.asyrp.t_edit, config.asyrp.t_edit_upper), "direction_kind": config.direction,
+            "lambda_l1": config.asyrp.lambda_l1, "scale": config.asyrp.scale, "size": config.size,
+            "split": config.eval_split}
 
 
 def not_yet_run(jobs: list[dict], rows: list[dict]) -> list[dict]:
@@ -267,9 +272,10 @@ def parse_recipe(text: str) -> tuple[float, float]:
 
 
 def setting(row: dict) -> tuple:
-    """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c, image size)."""
+    """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c, image size,
+    held-out split); rows written before sizes or splits were recorded are 32 px and "test"."""
     return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row),
-            row.get("size", DEFAULT_SIZE))
+            row.get("size", DEFAULT_SIZE), row.get("split", "test"))
 
 
 def latest_runs(rows: list[dict]) -> list[dict]:
@@ -279,23 +285,25 @@ def latest_runs(rows: list[dict]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean ± sd over seeds per setting (part, model, direction, window, λ_L1, c, image size)."""
+    """Mean ± sd over seeds per setting (part, model, direction, window, λ_L1, c, image size, split)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(setting(row), []).append(row)
     summary = []
     order = {model: i for i, model in enumerate(("source", *TABLE_MODELS))}
 
-    def place(group: tuple) -> tuple:   # part, direction, size, the benchmark's model order, window, recipe
-        part, model, kind, window, lambda_l1, scale, size = group[0]
-        return part, kind, size, order.get(plain_label(model), 99), window, lambda_l1, scale
-    for (part, model, kind, window, lambda_l1, scale, size), runs in sorted(groups.items(), key=place):
+    def place(group: tuple) -> tuple:   # part, direction, size, the benchmark's model order, window, recipe, split
+        part, model, kind, window, lambda_l1, scale, size, split = group[0]
+        return part, kind, size, order.get(plain_label(model), 99), window, lambda_l1, scale, split != "test"
+    for (part, model, kind, window, lambda_l1, scale, size, split), runs in sorted(groups.items(), key=place):
         entry = {"part": part, "model": model, "direction_kind": kind, "window": window, "seeds": len(runs),
                  "judge": runs[0]["judge"]}
         if (lambda_l1, scale) != DEFAULT_RECIPE:
             entry.update(lambda_l1=lambda_l1, scale=scale)
         if size != DEFAULT_SIZE:
             entry["size"] = size
+        if split != "test":
+            entry["split"] = split
         for kind_ in ("edit", "reconstruction"):
             for metric, stats in mean_sd([r[kind_] for r in runs]).items():
                 entry[f"{kind_}_{metric}"] = stats
@@ -312,7 +320,7 @@ def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] =
     """The bar's window for a direction, recipe and source size: the one passing every criterion with the most
     smiles (a 64-px table edits in the window that passed on the 64-px source, not on the 32-px one)."""
     passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())
-               and recipe(e) == recipe_ and e.get("size", DEFAULT_SIZE) == size]
+               and recipe(e) == recipe_ and e.get("size", DEFAULT_SIZE) == size and "split" not in e]
     if not passing:
         return None
     return tuple(max(passing, key=lambda e: e["edit_smiling"]["mean"])["window"])
@@ -332,6 +340,9 @@ def main() -> int:
                              "model's own smile-survival curve (edit_window)")
     parser.add_argument("--window", default="300,500", help="the table's window when no bar window passed")
     parser.add_argument("--bar-directions", default="synthclip,classifier", help="the directions the bar edits with")
+    parser.add_argument("--bar-split", choices=EVAL_SPLITS, default="test",
+                        help="the held-out photos the bar edits: 'validation' (faces of their own) chooses a recipe "
+                             "that the test rows then report, so no choice is made on the test photos")
     parser.add_argument("--bar-recipes", default=f"{DEFAULT_RECIPE[0]:g}:{DEFAULT_RECIPE[1]:g}",
                         help="the bar's Δh recipes, 'λ_L1:c;…' (λ_L1 weighs the L1 term that keeps the edit near "
                              "the input; c is Δh's strength at inference), e.g. '3:1;10:1;3:0.8;3:0.6'")
@@ -421,8 +432,8 @@ def main() -> int:
         windows = bar_windows(args.windows, result.get("survival", {}), bar_model)
         result["bar_windows"] = {**result.get("bar_windows", {}), bar_model: [list(w) for w in windows]}
         jobs = [{"part": "bar", "model": "source", "seed": seed, "quick": args.quick, "source": args.source,
-                 "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed),
-                                                   window), *recipe_)}
+                 "config": with_recipe(with_window(dataclasses.replace(base, faces="source", direction=kind, seed=seed,
+                                                                      eval_split=args.bar_split), window), *recipe_)}
                 for window in windows for kind in args.bar_directions.split(",") for recipe_ in recipes
                 for seed in seeds]
         rows += run_jobs(not_yet_run(jobs, rows) if args.resume else jobs, args, write)

@@ -260,3 +260,34 @@ def test_a_resumed_table_runs_only_the_jobs_its_previous_file_lacks(tmp_path, mo
     assert run() == [("SDFT λ=1", 0), ("SDFT λ=1", 1), ("naive", 0), ("naive", 1)]
     result = json.loads((tmp_path / "out" / "editing.json").read_text())
     assert result["rows"] == [done]   # carried either way
+
+
+def test_a_bar_on_validation_photos_is_its_own_setting_and_chooses_no_table_window(tmp_path, monkeypatch):
+    """--bar-split validation: the bar edits faces of their own (not the test faces), its rows are summarized
+    apart from the test rows of the same recipe, and the table's window still comes from a test-photo pass."""
+    import json
+
+    from sdft_lite.experiments.editing_table import EditBenchConfig, neutral_faces
+    with pytest.raises(ValueError, match="eval_split must be one of"):
+        EditBenchConfig(eval_split="train")
+    validation, test = (neutral_faces("source", 4, 32, split, "cpu") for split in ("validation", "test"))
+    assert all((v - t).abs().max() > 0.1 for v in validation for t in test)   # no face in both
+
+    jobs = []
+    monkeypatch.setattr(asyrp_editing, "run_jobs", lambda new_jobs, args, write: jobs.extend(new_jobs) or [])
+    monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path / "out"), "--parts", "bar",
+                                      "--seeds", "0", "--bar-directions", "classifier", "--windows", "200,500",
+                                      "--bar-recipes", "3:1;3:0.9", "--bar-split", "validation"])
+    assert asyrp_editing.main() == 0
+    assert [(j["config"].eval_split, j["config"].asyrp.scale) for j in jobs] == [("validation", 1.0),
+                                                                               ("validation", 0.9)]
+    assert json.loads((tmp_path / "out" / "editing.json").read_text())["rows"] == []
+
+    def row(split, smiling):
+        job = {"part": "bar", "model": "source", "seed": 0, "config": EditBenchConfig(eval_split=split)}
+        return {**asyrp_editing.job_identity(job), "judge": "SynthCLIP",
+                "edit": {"smiling": smiling, "kept_mean": 0.97, "psnr_db": 28.0},
+                "reconstruction": {"smiling": 0.0, "kept_mean": 0.99, "psnr_db": 34.0}}
+    summary = asyrp_editing.summarize([row("validation", 0.9), row("test", 0.5)])
+    assert [(e.get("split"), e["edit_smiling"]["mean"]) for e in summary] == [(None, 0.5), ("validation", 0.9)]
+    assert asyrp_editing.chosen_window(summary, "classifier") is None   # 0.5 < 0.8 on the test photos

@@ -45,13 +45,15 @@ def survival_table(curves: dict) -> list[str]:
 
 
 def setting_words(e: dict) -> str:
-    """An entry's window, its Δh recipe where it is not Asyrp's (λ_L1 = 3, full strength c = 1), and its image
-    size where it is not the shipped models' 32 px."""
+    """An entry's window, its Δh recipe where it is not Asyrp's (λ_L1 = 3, full strength c = 1), its image size
+    where it is not the shipped models' 32 px, and its held-out faces where they are not the test faces."""
     words = f"{e['window'][0]}–{e['window'][1]}"
     if "lambda_l1" in e:
         words += f", λ_L1 {e['lambda_l1']:g}, c {e['scale']:g}"
     if "size" in e:
         words += f", {e['size']} px"
+    if "split" in e:
+        words += f", {e['split']} photos"
     return words
 
 
@@ -72,9 +74,38 @@ def bar_reading(result: dict) -> str:
     first; each size is named when there is more than one)."""
     sizes = by_size([e for e in result["summary"] if e["part"] == "bar" and e["direction_kind"] == "classifier"])
     renderer = result.get("renderer_edit", {})
-    return "\n\n".join(size_reading(entries, renderer.get("source" if size == 32 else f"source {size} px", {}),
-                                     size if len(sizes) > 1 else None)
-                         for size, entries in sizes.items())
+    paragraphs = []
+    for size, entries in sizes.items():
+        test = [e for e in entries if "split" not in e]
+        reading = size_reading(test, renderer.get("source" if size == 32 else f"source {size} px", {}),
+                               size if len(sizes) > 1 else None) if test else ""
+        paragraphs.append((reading + held_out_choice([e for e in entries if "split" in e], test)).strip())
+    return "\n\n".join(paragraphs)
+
+
+def edit_setting(e: dict) -> tuple:
+    """What an edit did, whichever held-out faces it was scored on: model, direction, window, recipe and size."""
+    return e["model"], e["direction_kind"], tuple(e["window"]), e.get("lambda_l1"), e.get("scale"), e.get("size", 32)
+
+
+def held_out_choice(validation: list[dict], test: list[dict]) -> str:
+    """The setting the validation photos choose (of those passing every criterion there, the one with the most
+    smiles: the rule the table's window follows) and what it scores on the test photos, which chose nothing."""
+    if not validation:
+        return ""
+    passing = [e for e in validation if all(e["bar"].values())]
+    if not passing:
+        return (f" On the validation photos no setting passes ({len(validation)} tried), so a pass on the test "
+                "photos above is not a held-out choice.")
+    chosen = max(passing, key=lambda e: e["edit_smiling"]["mean"])
+    words = f" **Chosen on the validation photos** (faces the test rows never see): {setting_words(chosen)}"
+    twin = next((e for e in test if edit_setting(e) == edit_setting(chosen)), None)
+    if twin is None:
+        return words + "; it has no run on the test photos yet."
+    failed = [k for k, ok in twin["bar"].items() if not ok]
+    return words + (f"; on the test photos it {'passes' if not failed else 'fails ' + ', '.join(failed)} "
+                    f"(smiling {cell(twin['edit_smiling'], 3)}, kept {twin['edit_kept_mean']['mean']:.3f}, PSNR "
+                    f"{twin['edit_psnr_db']['mean']:.1f} dB over {twin['seeds']} seeds).")
 
 
 def size_reading(entries: list[dict], perfect_by_judge: dict, size: int | None) -> str:

@@ -39,6 +39,7 @@ from ..synthfaces.synthclip import SYNTHCLIP_TEMPLATES, level_embeddings, zero_s
 KEPT = ("skin", "eyewear", "hair", "style")   # attributes the smile edit must not change
 SMILE_TEXTS = ("a face", "a smiling face")    # the paper's "face" → "smiling face", in SynthCLIP's words
 DIRECTIONS = ("synthclip", "classifier")
+EVAL_SPLITS = ("test", "validation")   # held-out faces; each split is its own random stream of faces
 FACES = {"limited": ("portrait", "limited"), "source": ("photo", "source")}   # faces → (style, domain of realism)
 
 
@@ -48,7 +49,9 @@ class EditBenchConfig:
 
     ``faces``: "limited" (neutral limited-target portraits, the paper's Table 2 setting) or "source" (neutral
     photos, the source model's own domain: the bar the edit must pass first). ``full``: Asyrp's 100 training
-    images and 5 passes, 500 held-out faces, the SynthFaces smile window (``AsyrpConfig.synthfaces_smile``)."""
+    images and 5 passes, 500 held-out faces, the SynthFaces smile window (``AsyrpConfig.synthfaces_smile``).
+    ``eval_split``: the held-out faces edited and scored, "test", or "validation" (faces of their own) to choose a
+    recipe without looking at the test faces."""
 
     n_train: int = 100
     n_test: int = 500
@@ -58,12 +61,16 @@ class EditBenchConfig:
     asyrp: AsyrpConfig = field(default_factory=AsyrpConfig.synthfaces_smile)
     num_reference: int = 1000   # renders of the faces' domain for the realism score
     seed: int = 0               # Δh's initialisation and the boosting noise
+    eval_split: str = "test"    # or "validation": choosing a recipe on faces the reported scores never see
 
     def __post_init__(self):
         if self.faces not in FACES:
             raise ValueError(f"faces must be one of {sorted(FACES)}, got {self.faces!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"eval_split must be one of {EVAL_SPLITS} (Δh trains on 'train'), got "
+                             f"{self.eval_split!r}")
 
     @classmethod
     def quick(cls, **changes) -> "EditBenchConfig":
@@ -209,7 +216,7 @@ def asyrp_table_row(unet, instruments: EditInstruments, config: EditBenchConfig,
     history = train_delta_block(unet, delta, train, invert(unet, train, inversion), direction, editing,
                                 config.asyrp)
     trained = time.perf_counter()
-    test = neutral_faces(config.faces, config.n_test, config.size, "test", device)
+    test = neutral_faces(config.faces, config.n_test, config.size, config.eval_split, device)
     result = edit_images(unet, delta, test, direction.name, config.asyrp, seed=config.seed)
     reference = instruments.realism(domain_reference(config.faces, config.num_reference, config.size))
     trainer = instruments.judge_for("classifier" if config.direction == "synthclip" else "synthclip")

@@ -219,6 +219,33 @@ def test_the_smile_share_section_says_how_partial_it_is():
     assert "(3 seeds;" in editing_tables.smile_share_section(full)
 
 
+def test_a_recipe_chosen_on_validation_photos_is_reported_on_the_test_photos():
+    def bar_entry(scale, smiling, psnr, split=None):
+        entry = editing_entry("bar", "source", "classifier", smiling, 0.0)
+        entry.update(window=[200, 500], lambda_l1=3.0, scale=scale, size=64, judge="SynthCLIP zero-shot",
+                     edit_kept_mean={"mean": 0.98, "sd": 0.0, "n": 3}, edit_psnr_db={"mean": psnr, "sd": 0.0, "n": 3},
+                     reconstruction_kept_mean={"mean": 0.99, "sd": 0.0, "n": 3},
+                     reconstruction_psnr_db={"mean": 34.0, "sd": 0.0, "n": 3},
+                     reconstruction_realism_fd={"mean": 2.6, "sd": 0.0, "n": 3},
+                     bar={"smiling ≥ 0.8": True, "reconstruction smiling ≤ 0.02": True, "kept ≥ 0.95": True,
+                          "PSNR ≥ 27 dB": psnr >= 27})
+        return {**entry, "split": split} if split else entry
+    test = [bar_entry(1.0, 0.981, 26.9), bar_entry(0.9, 0.962, 27.4)]
+    validation = [bar_entry(1.0, 0.98, 27.1, "validation"), bar_entry(0.9, 0.96, 27.5, "validation")]
+    words = editing_tables.bar_reading({"summary": test + validation})
+    assert words.endswith("**Chosen on the validation photos** (faces the test rows never see): 200–500, λ_L1 3, "
+                          "c 1, 64 px, validation photos; on the test photos it fails PSNR ≥ 27 dB (smiling 0.981 ± "
+                          "0.010, kept 0.980, PSNR 26.9 dB over 3 seeds).")   # the most smiles on validation
+    assert "passed** by the classifier direction with 200–500, λ_L1 3, c 0.9, 64 px." in words   # test rows only
+    assert editing_tables.held_out_choice(validation[1:], test).endswith("on the test photos it passes (smiling "
+                                                                         "0.962 ± 0.010, kept 0.980, PSNR 27.4 dB "
+                                                                         "over 3 seeds).")
+    assert editing_tables.held_out_choice(validation[1:], []).endswith("it has no run on the test photos yet.")
+    failing = {**validation[0], "bar": {**validation[0]["bar"], "PSNR ≥ 27 dB": False}}
+    assert "no setting passes (1 tried)" in editing_tables.held_out_choice([failing], test)
+    assert editing_tables.bar_reading({"summary": validation}).startswith("**Chosen on the validation photos**")
+
+
 def test_editing_table_keeps_rows_of_other_windows_apart_from_the_verdict():
     """A run with --previous carries an earlier call's rows (other windows): the table and its verdict use the
     windows this run chose; the earlier rows are shown apart and cannot overwrite a model's row in the verdict."""
