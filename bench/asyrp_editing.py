@@ -15,9 +15,11 @@
 
     python bench/asyrp_editing.py --out $OUT/edit --workers 16                       # GPU, everything, 3 seeds
     python bench/asyrp_editing.py --out /tmp/edit --quick --seeds 0 --workers 1      # CPU, shipped quick models
-    python bench/asyrp_editing.py --out $OUT/t64 --workers 6 --source source64.pt --parts survival,table \
-        --directions classifier --table-windows survival --previous results/synthfaces_editing/editing.json
-                                          # the Table 2 analogue on a 64-px source model's fine-tunings (GPU)
+    python bench/asyrp_editing.py --out $OUT/t64 --workers 3 --source source64.pt --parts survival,table \
+        --directions classifier --table-windows survival --previous results/synthfaces_editing/editing.json \
+        --finetune-save-every 100 --resume
+                                          # the Table 2 analogue on a 64-px source model's fine-tunings (GPU;
+                                          # repeated, with --previous its last editing.json, until it finishes)
     python bench/asyrp_editing.py --out $OUT/val --workers 6 --source source64.pt --parts bar --seeds 0 \
         --bar-directions classifier --windows 200,500 --bar-recipes '3:1;3:0.9;3:0.8' --bar-split validation \
         --previous results/synthfaces_editing/editing.json
@@ -357,6 +359,9 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="with --previous: run only the bar and table jobs whose rows it lacks (a call cut off "
                              "by a time limit goes on where it stopped; without it, every job runs again)")
+    parser.add_argument("--finetune-save-every", type=int, default=0,
+                        help="checkpoint the table's fine-tunings every N steps, so that a call cut off by a time "
+                             "limit continues them in the next call (same weights, same zoo entries)")
     parser.add_argument("--quick", action="store_true", help="CPU: the shipped quick models, tiny edit settings")
     parser.add_argument("--survival-n", type=int, default=500)
     parser.add_argument("--limited-smile-share", type=float, default=0.0,
@@ -416,8 +421,9 @@ def main() -> int:
     if fine_tuned_needed:   # every fine-tuning first, in parallel (MPS helps)
         from sdft_lite.experiments.zoo import finetune_many
         timer = time.perf_counter()
-        trained = finetune_many([model_config(m, s, args.quick, args.limited_smile_share, args.source)
-                                 for m in table_models for s in seeds],
+        configs = [model_config(m, s, args.quick, args.limited_smile_share, args.source)
+                   for m in table_models for s in seeds]
+        trained = finetune_many([dataclasses.replace(c, save_every=args.finetune_save_every) for c in configs],
                                 workers=args.workers, device=args.device)
         result["finetuning"] = {"trained": len(trained), "seconds": round(time.perf_counter() - timer, 1)}
         write()

@@ -156,10 +156,11 @@ def test_a_larger_source_is_fine_tuned_into_the_table_models_named_by_size(tmp_p
     monkeypatch.setattr(sys, "argv", ["asyrp_editing.py", "--out", str(tmp_path / "out"), "--source", str(path),
                                       "--parts", "survival,table", "--seeds", "0", "--models", "naive;SDFT λ=1",
                                       "--directions", "classifier", "--table-windows", "survival",
-                                      "--previous", str(tmp_path / "previous.json")])
+                                      "--previous", str(tmp_path / "previous.json"), "--finetune-save-every", "50"])
     assert asyrp_editing.main() == 0
-    assert [(c.mode, c.unet.image_size, c.source_checkpoint) for c in trained] == [
-        ("naive", 64, str(path)), ("sdft", 64, str(path))]
+    assert [(c.mode, c.unet.image_size, c.source_checkpoint, c.save_every) for c in trained] == [
+        ("naive", 64, str(path), 50), ("sdft", 64, str(path), 50)]
+    assert zoo.key(trained[0]) == zoo.key(asyrp_editing.model_config("naive", 0, False, source=str(path)))
     result = json.loads((tmp_path / "out" / "editing.json").read_text())
     assert set(result["survival"]) == {"naive", "source 64 px", "naive 64 px", "SDFT λ=1 64 px"}
     windows = result["table_windows"]["classifier"]

@@ -233,3 +233,35 @@ def test_another_source_model_enters_the_key_by_content_and_sets_the_layout(tmp_
     assert zoo.key(config) != zoo.key(base)
     assert zoo.key(config) == zoo.key(zoo.on_source(base, same))      # same content, another file
     assert zoo.key(config) != zoo.key(zoo.on_source(base, other))     # other weights
+
+
+def test_a_stopped_run_with_checkpoints_continues_to_the_uninterrupted_weights(monkeypatch, tmp_path):
+    """With save_every, a fine-tuning stopped by a time limit keeps its checkpoints and the next call continues the
+    newest: bit for bit the uninterrupted run's weights, under the same key (save_every is a run field)."""
+    monkeypatch.setenv("SDFT_LITE_HOME", str(tmp_path))
+    monkeypatch.delenv("FORCE_TRAIN", raising=False)
+    config = dataclasses.replace(TINY, steps=4, save_every=1)
+    assert zoo.key(config) == zoo.key(dataclasses.replace(config, save_every=0))
+    uninterrupted = weights(zoo.finetuned(config, device="cpu"))
+    zoo.cached_path(config).unlink()
+    starts = []
+
+    class StoppedOnceAtStep2(zoo.Trainer):
+        def train_step(self):
+            if not getattr(self, "started", False):
+                self.started = True
+                starts.append(self.step)      # the step this trainer's first step continues from
+            result = super().train_step()
+            if self.step == 2 and len(starts) == 1:
+                self.request_stop()           # what SIGTERM does: finish the step, save, return
+            return result
+
+    monkeypatch.setattr(zoo, "Trainer", StoppedOnceAtStep2)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 2 of 4"):
+        zoo.finetuned(config, device="cpu")
+    assert not zoo.cached_path(config).exists()
+    resumed = weights(zoo.finetuned(config, device="cpu"))
+    assert starts == [0, 2]                   # the second call began at the stopped run's checkpoint
+    assert [entry["step"] for entry in zoo.training_log(config) if "step" in entry][-1] == 4
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)

@@ -125,16 +125,20 @@ def is_cached(config: TrainConfig) -> bool:
 
 
 def finetuned(config: TrainConfig | None = None, device: str | None = None) -> UNetModel:
-    """The source model fine-tuned as ``config`` says (default: SDFT, quick or full by mode); cached on disk."""
+    """The source model fine-tuned as ``config`` says (default: SDFT, quick or full by mode); cached on disk.
+    With ``config.save_every`` > 0 a run that was stopped (SIGTERM, a time limit) leaves its checkpoints, and the
+    next call continues the newest one: the same weights as an uninterrupted run, and the same cache key."""
     config = config or default_config()
     path = cached_path(config)
     if is_cached(config):
         return load_unet(_cached_file(config))
     run_dir = cache_dir() / "runs" / key(config)
-    shutil.rmtree(run_dir, ignore_errors=True)     # a retrain (FORCE_TRAIN=1) starts a fresh log
+    if not config.save_every or os.environ.get("FORCE_TRAIN", "") == "1":
+        shutil.rmtree(run_dir, ignore_errors=True)   # nothing to continue, or a retrain: a fresh log
     data = limited_target(config.unet.image_size, config.num_images, smile_share=config.target_smile_share)
     trainer = Trainer(dataclasses.replace(config, out_dir=str(run_dir)), device=device, data=data)
-    if trainer.run().get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
+    stopped_before = any(run_dir.glob("ckpt_*.pt"))
+    if trainer.run(resume=stopped_before).get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
         raise KeyboardInterrupt(f"fine-tuning {key(config)} was stopped at step {trainer.step} of {config.steps}")
     model = merge_lora(trainer.model).cpu().eval()   # a LoRA run is cached as its merged, plain U-Net
     save_atomic({"model": model.state_dict(), "unet_config": config.unet.to_flags(), "config": config.to_dict(),
