@@ -133,11 +133,12 @@ def finetuned(config: TrainConfig | None = None, device: str | None = None) -> U
     if is_cached(config):
         return load_unet(_cached_file(config))
     run_dir = cache_dir() / "runs" / key(config)
-    if not config.save_every or os.environ.get("FORCE_TRAIN", "") == "1":
+    stopped_before = (config.save_every > 0 and os.environ.get("FORCE_TRAIN", "") != "1"
+                      and any(run_dir.glob("ckpt_*.pt")))
+    if not stopped_before:
         shutil.rmtree(run_dir, ignore_errors=True)   # nothing to continue, or a retrain: a fresh log
     data = limited_target(config.unet.image_size, config.num_images, smile_share=config.target_smile_share)
     trainer = Trainer(dataclasses.replace(config, out_dir=str(run_dir)), device=device, data=data)
-    stopped_before = any(run_dir.glob("ckpt_*.pt"))
     if trainer.run(resume=stopped_before).get("stopped_early"):   # SIGINT/SIGTERM: never cache a half-trained model
         raise KeyboardInterrupt(f"fine-tuning {key(config)} was stopped at step {trainer.step} of {config.steps}")
     model = merge_lora(trainer.model).cpu().eval()   # a LoRA run is cached as its merged, plain U-Net
