@@ -296,7 +296,9 @@ def smile_share_section(result: dict) -> str:
            f"The edit, {DIRECTION_NAMES['classifier']}{window_words(result, 'classifier')}:", "",
            *table2(entries), "", verdict(entries)]
     if "partial_note" in result:
-        out += ["", f"*{result['partial_note']}*"]
+        out += ["", result["partial_note"]]
+    if "finish_command" in result:
+        out += ["", f"To finish it: `{result['finish_command']}`"]
     return "\n".join(out) + "\n"
 
 

@@ -208,14 +208,15 @@ def test_the_smile_share_section_says_how_partial_it_is():
     curve = {"0": 1.0, "300": 0.3}
     result = {"config": {"limited_smile_share": 0.02}, "seeds": [0, 1, 2], "device": "H200", "commit": "abcdef0" * 6,
               "wall_seconds": 226.0, "command": "asyrp_editing.py", "summary": entries,
-              "survival": {"source": curve, "naive": curve, "SDFT λ=1": curve}, "partial_note": "Cut off."}
+              "survival": {"source": curve, "naive": curve, "SDFT λ=1": curve}, "partial_note": "Cut off.",
+              "finish_command": "asyrp_editing.py --resume"}
     page = editing_tables.smile_share_section(result)
     assert page.startswith("**With 2% smiling portraits in the limited target** (a partial run: naive 1 of 3 "
                            "seeds, SDFT λ=1 2 of 3 seeds;")
     assert "| source |" not in page and "| naive | 1.00 | 0.30 |" in page   # the fine-tuned models' curves
-    assert page.rstrip().endswith("*Cut off.*")
+    assert page.rstrip().endswith("Cut off.\n\nTo finish it: `asyrp_editing.py --resume`")
     full = {**result, "summary": [{**e, "seeds": 3} for e in entries]}
-    full.pop("partial_note")
+    full.pop("partial_note"), full.pop("finish_command")
     assert "(3 seeds;" in editing_tables.smile_share_section(full)
 
 
