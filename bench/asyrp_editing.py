@@ -47,9 +47,10 @@ from sdft_lite.config import hardware, pick_device  # noqa: E402
 from sdft_lite.editing.asyrp import AsyrpConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
-from sdft_lite.experiments.editing_table import (EVAL_SPLITS, EditBenchConfig, edit_window,  # noqa: E402
-                                                 passes_source_bar, renderer_edit_scores, smile_survival,
-                                                 smiling_faces, with_window)
+from sdft_lite.experiments.editing_table import (EVAL_SPLITS, SHIPPED_SIZE, EditBenchConfig,  # noqa: E402
+                                                 edit_window, label_size, passes_source_bar, plain_label,
+                                                 renderer_edit_scores, sized, smile_survival, smiling_faces,
+                                                 with_window)
 from sdft_lite.experiments.zoo import on_source  # noqa: E402
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
@@ -60,7 +61,7 @@ TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10",
                 "SDFT λ=1, constant w", "SDFT λ=1, min_snr w")   # the benchmark's labels (BenchmarkConfig.runs)
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
-DEFAULT_SIZE = 32   # rows written before sizes were recorded: the shipped 32-px models
+DEFAULT_SIZE = SHIPPED_SIZE   # rows written before sizes were recorded: the shipped 32-px models
 
 
 def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> EditBenchConfig:
@@ -162,23 +163,6 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
                   f"{row['edit']['kept_mean']:.3f} PSNR {row['edit']['psnr_db']:.1f}", flush=True)
             write(rows)
     return rows
-
-
-def sized(label: str, size: int) -> str:
-    """A model as rows and curves name it: the plain label for the shipped 32-px models ("source", "naive"), with
-    the size for models of a larger source ("source 64 px", "naive 64 px"), so the two never share a row."""
-    return label if size == DEFAULT_SIZE else f"{label} {size} px"
-
-
-def plain_label(label: str) -> str:
-    """``sized``'s inverse: "naive 64 px" → "naive"."""
-    return label.removesuffix(f" {label_size(label)} px")
-
-
-def label_size(label: str) -> int:
-    """The image size a label names: "naive 64 px" → 64, "naive" → 32."""
-    words = label.split(" ")
-    return int(words[-2]) if len(words) > 2 and words[-1] == "px" and words[-2].isdigit() else DEFAULT_SIZE
 
 
 def source_label(size: int) -> str:
@@ -412,11 +396,10 @@ def main() -> int:
     fine_tuned_needed = "table" in parts or ("survival" in parts and not args.source)
     if "renderer" in parts:   # what a flawless edit scores: the ceiling the judges allow
         instruments = load_instruments(args.device, args.synthclip)
-        at = "" if base.size == DEFAULT_SIZE else f" {base.size} px"   # 32-px scores keep their plain keys
-        result["renderer_edit"] = {**result.get("renderer_edit", {}),
-                                   **{faces + at: renderer_edit_scores(instruments, faces, base.n_test, base.size,
-                                                                       base.num_reference, args.device)
-                                      for faces in ("source", "limited")}}
+        perfect = {sized(faces, base.size): renderer_edit_scores(instruments, faces, base.n_test, base.size,
+                                                                 base.num_reference, args.device)
+                   for faces in ("source", "limited")}   # 32-px scores keep their plain keys
+        result["renderer_edit"] = {**result.get("renderer_edit", {}), **perfect}
         write()
     if fine_tuned_needed:   # every fine-tuning first, in parallel (MPS helps)
         from sdft_lite.experiments.zoo import finetune_many

@@ -18,9 +18,9 @@ hold the kernels to.
 
 Measured on an H200 (``bench/bench_fused_norm.py``, forward + backward, bf16 channels-last, the FFHQ-256 U-Net's
 shapes at batch 16) the kernels take 46.0 ms where the eager ops take 85.8 and inductor's own fusion 38.3: they
-lose 1.2-1.6x where a group is 4 channels (one program per sample and group reads 8 bytes per channels-last pixel)
-and range from 0.8x to 1.2x with 8 or more, so the compiled trainer keeps inductor's kernels
-(``TrainConfig.fused_norm`` is off). An eager caller still gains 1.9x.
+lose 1.2-1.6x where a group is 4 channels (a reading, not profiled: one program per sample and group then reads 8
+bytes per channels-last pixel) and range from 0.8x to 1.2x with 8 or more, so the compiled trainer keeps
+inductor's kernels (``TrainConfig.fused_norm`` is off). An eager caller still gains 1.9x.
 
 Needs Triton; on a CPU the kernels run under ``TRITON_INTERPRET=1`` (the tests do), slowly.
 """

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from sdft_lite.experiments.editing_table import SOURCE_BAR
+from sdft_lite.experiments.editing_table import SOURCE_BAR, plain_label, sized
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results" / "synthfaces_editing" / "editing.json"
@@ -77,7 +77,7 @@ def bar_reading(result: dict) -> str:
     paragraphs = []
     for size, entries in sizes.items():
         test = [e for e in entries if "split" not in e]
-        reading = size_reading(test, renderer.get("source" if size == 32 else f"source {size} px", {}),
+        reading = size_reading(test, renderer.get(sized("source", size), {}),
                                size if len(sizes) > 1 else None) if test else ""
         paragraphs.append((reading + held_out_choice([e for e in entries if "split" in e], test)).strip())
     return "\n\n".join(paragraphs)
@@ -211,7 +211,7 @@ def window_words(result: dict, kind: str) -> str:
 
 def verdict(entries: list[dict]) -> str:
     """Does the edit bring out more smiles with SDFT than with naive fine-tuning? Two standard errors apart."""
-    rows = {e["model"].removesuffix(f" {e.get('size', 32)} px"): e for e in entries}   # "naive 64 px" → "naive"
+    rows = {plain_label(e["model"]): e for e in entries}   # "naive 64 px" → "naive"
     if "naive" not in rows:
         return ""
     naive, naive_sd = smile_gain(rows["naive"])

@@ -41,6 +41,24 @@ SMILE_TEXTS = ("a face", "a smiling face")    # the paper's "face" → "smiling 
 DIRECTIONS = ("synthclip", "classifier")
 EVAL_SPLITS = ("test", "validation")   # held-out faces; each split is its own random stream of faces
 FACES = {"limited": ("portrait", "limited"), "source": ("photo", "source")}   # faces → (style, domain of realism)
+SHIPPED_SIZE = 32   # the image size of the shipped source model and its fine-tunings
+
+
+def sized(label: str, size: int) -> str:
+    """A model (or faces) as results files name it: the plain label at the shipped 32 px ("source", "naive"), with
+    the size for a larger source ("source 64 px", "naive 64 px"), so the two never share a row."""
+    return label if size == SHIPPED_SIZE else f"{label} {size} px"
+
+
+def label_size(label: str) -> int:
+    """The image size a label names: "naive 64 px" → 64, "naive" → 32."""
+    words = label.split(" ")
+    return int(words[-2]) if len(words) > 2 and words[-1] == "px" and words[-2].isdigit() else SHIPPED_SIZE
+
+
+def plain_label(label: str) -> str:
+    """``sized``'s inverse: "naive 64 px" → "naive"."""
+    return label.removesuffix(f" {label_size(label)} px")
 
 
 @dataclass(frozen=True)
