@@ -48,7 +48,7 @@ from sdft_lite.editing.asyrp import AsyrpConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import BenchmarkConfig  # noqa: E402
 from sdft_lite.experiments.benchmark import summarize as mean_sd  # noqa: E402  (mean ± sd over seeds)
 from sdft_lite.experiments.editing_table import (EVAL_SPLITS, SHIPPED_SIZE, EditBenchConfig,  # noqa: E402
-                                                 edit_window, label_size, passes_source_bar, plain_label,
+                                                 edit_window, passes_source_bar, plain_label,
                                                  renderer_edit_scores, sized, smile_survival, smiling_faces,
                                                  with_window)
 from sdft_lite.experiments.zoo import on_source  # noqa: E402
@@ -210,14 +210,13 @@ def own_windows(survival: dict, models) -> dict[str, tuple[int, int]]:
     return {model: edit_window({int(t): share for t, share in survival[model].items()}) for model in models}
 
 
-def merged_windows(earlier: dict, windows: dict, size: int) -> dict:
-    """The table windows after a table run at ``size``: {direction: {model: [low, high]}} of this run, and of an
-    earlier run the windows of models of other sizes (their rows are still the table's current ones)."""
+def merged_windows(earlier: dict, windows: dict) -> dict:
+    """The table windows after a table run: {direction: {model: [low, high]}} of this run's models, and an earlier
+    run's windows of every other model (of any size: their rows are still the table's current ones)."""
     merged = dict(earlier)
     for kind, by_model in windows.items():
         kept = earlier.get(kind) if isinstance(earlier.get(kind), dict) else {}   # older files: one window
-        merged[kind] = {**{m: w for m, w in kept.items() if label_size(m) != size},
-                        **{m: list(w) for m, w in by_model.items()}}
+        merged[kind] = {**kept, **{m: list(w) for m, w in by_model.items()}}
     return merged
 
 
@@ -437,7 +436,7 @@ def main() -> int:
         else:
             passed = {kind: chosen_window(summary, kind, table_recipe, base.size) or fallback for kind in kinds}
             windows = {kind: dict.fromkeys(table_models, passed[kind]) for kind in kinds}
-        result["table_windows"] = merged_windows(result.get("table_windows", {}), windows, base.size)
+        result["table_windows"] = merged_windows(result.get("table_windows", {}), windows)
         jobs = [{"part": "table", "model": model, "seed": seed, "quick": args.quick,
                  "smile_share": args.limited_smile_share, "source": args.source,
                  "config": with_recipe(with_window(dataclasses.replace(base, faces="limited", direction=kind,

@@ -59,7 +59,8 @@ def finetune_config(raw: dict) -> TrainConfig:
     before the configs were unified (steps, batch, lr, num_target, seed)."""
     if "batch_size" in raw:
         return TrainConfig.synthfaces_full(steps=raw["steps"], batch_size=raw["batch_size"], lr=raw["lr"],
-                                           num_images=raw["num_images"], seed=raw["seed"])
+                                           num_images=raw["num_images"], seed=raw["seed"],
+                                           target_smile_share=raw.get("target_smile_share", 0.0))
     return TrainConfig.synthfaces_full(steps=raw["steps"], batch_size=raw["batch"], lr=raw["lr"],
                                        num_images=raw["num_target"], seed=raw["seed"])
 
@@ -91,7 +92,10 @@ def merge_benchmark(folders: list[Path], out: Path) -> dict:
     figures.save(frontier_figure(summary, config), out / "frontier.png")
     seed0 = next(f for f, r in zip(folders, results) if 0 in r["config"]["seeds"])
     for image in ("grid.png", "sdedit_grid.png"):
-        shutil.copy(seed0 / "benchmark" / image, out / image)
+        if (seed0 / "benchmark" / image).is_file():
+            shutil.copy(seed0 / "benchmark" / image, out / image)
+        else:   # e.g. a file the device did not return: the numbers merge without it
+            print(f"{seed0 / 'benchmark' / image} is missing: not copied")
     return merged
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from merge_synthfaces_results import pooled, pooled_tree  # noqa: E402
+from merge_synthfaces_results import finetune_config, pooled, pooled_tree  # noqa: E402
+
+from sdft_lite.train import TrainConfig  # noqa: E402
 
 
 def summary(values: np.ndarray) -> dict:
@@ -29,3 +31,12 @@ def test_pooled_tree_walks_nested_summaries():
     a, b = np.array([0.1]), np.array([0.3, 0.5])
     tree = pooled_tree([{"naive": {"PSNR": summary(a)}}, {"naive": {"PSNR": summary(b)}}])
     assert tree["naive"]["PSNR"]["mean"] == pytest.approx(0.3) and tree["naive"]["PSNR"]["n"] == 3
+
+
+def test_the_merged_config_keeps_the_targets_smile_share():
+    """A run on the target with 2% smiling portraits stays that run once merged (its models are other zoo entries);
+    files written before the share existed read as 0."""
+    stored = TrainConfig.synthfaces_full(target_smile_share=0.02, seed=1).to_dict()
+    assert finetune_config(stored).target_smile_share == 0.02
+    del stored["target_smile_share"]
+    assert finetune_config(stored).target_smile_share == 0.0

@@ -2,6 +2,7 @@
 and retrained under FORCE_TRAIN=1; the cache key tells every setting apart."""
 import dataclasses
 import os
+import threading
 
 import pytest
 import torch
@@ -265,3 +266,21 @@ def test_a_stopped_run_with_checkpoints_continues_to_the_uninterrupted_weights(m
     assert [entry["step"] for entry in zoo.training_log(config) if "step" in entry] == [1, 2, 3, 4]   # one log
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+
+
+def test_a_model_being_trained_by_another_process_is_waited_for_then_loaded(counted_trainer):
+    """Two scripts sharing the cache asked for the same model at once (the editing bench and the benchmark side by
+    side on one GPU): the second waits on the key's lock and loads the first's model instead of training into the
+    same run folder (the H200 run that needed this trained SDFT λ = 1 twice, the second wiping the first's log)."""
+    zoo.finetuned(TINY, device="cpu")
+    stored = zoo.cached_path(TINY).read_bytes()
+    zoo.cached_path(TINY).unlink()
+    loaded = []
+    with zoo.training_lock(TINY):                       # the other process is fine-tuning this key
+        waiting = threading.Thread(target=lambda: loaded.append(zoo.finetuned(TINY, device="cpu")))
+        waiting.start()
+        waiting.join(timeout=2.0)
+        assert waiting.is_alive() and not loaded        # it waits instead of training alongside
+        zoo.cached_path(TINY).write_bytes(stored)       # the other process finishes and caches its model
+    waiting.join(timeout=60.0)
+    assert len(loaded) == 1 and counted_trainer == ["naive"]   # loaded, never trained a second time

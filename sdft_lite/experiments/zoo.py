@@ -10,12 +10,18 @@ trains.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl   # POSIX; elsewhere two processes must not fine-tune one key at once (see training_lock)
+except ImportError:   # pragma: no cover
+    fcntl = None
 
 import torch
 
@@ -129,9 +135,29 @@ def finetuned(config: TrainConfig | None = None, device: str | None = None) -> U
     With ``config.save_every`` > 0 a run that was stopped (SIGTERM, a time limit) leaves its checkpoints, and the
     next call continues the newest one: the same weights as an uninterrupted run, and the same cache key."""
     config = config or default_config()
-    path = cached_path(config)
     if is_cached(config):
         return load_unet(_cached_file(config))
+    with training_lock(config):
+        if is_cached(config):   # another process trained it while this one waited
+            return load_unet(_cached_file(config))
+        return _train_and_cache(config, device)
+
+
+@contextlib.contextmanager
+def training_lock(config: TrainConfig):
+    """Hold the key's lock file while fine-tuning it: two processes sharing the cache (the editing bench and the
+    benchmark side by side on one GPU) that ask for the same model would otherwise train into one run folder, the
+    second wiping the first's log; the second now waits, then loads the first's model."""
+    lock = cache_dir() / "runs" / f"{key(config)}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        if fcntl:
+            fcntl.flock(handle, fcntl.LOCK_EX)   # released when the file closes
+        yield
+
+
+def _train_and_cache(config: TrainConfig, device: str | None) -> UNetModel:
+    path = cached_path(config)
     run_dir = cache_dir() / "runs" / key(config)
     stopped_before = (config.save_every > 0 and os.environ.get("FORCE_TRAIN", "") != "1"
                       and any(run_dir.glob("ckpt_*.pt")))
