@@ -282,21 +282,33 @@ def seeds_words(entries: list[dict], seeds: list[int]) -> str:
     return ("a partial run: " + ", ".join(f"{model} {n} of {len(seeds)} seeds" for model, n in counts.items()))
 
 
+def provenance(result: dict) -> str:
+    """Where a result came from: its one call's command, or, for a file several calls wrote (``--previous``), how
+    many calls on which commits and for how long (each call's command stays in the file)."""
+    calls = [*result.get("earlier_calls", []), result]
+    commits = ", ".join(f"`{c}`" for c in dict.fromkeys(call["commit"][:7] for call in calls if "commit" in call))
+    seconds = sum(call.get("wall_seconds", 0.0) for call in calls)
+    if len(calls) == 1:
+        return f"{result['device']}, commit {commits}, {seconds:.0f} s, `{result['command']}`"
+    return f"{result['device']}, {len(calls)} calls, commits {commits}, {seconds:.0f} s in all"
+
+
 def smile_share_section(result: dict) -> str:
     """The Table 2 analogue when the limited target has a small share of smiling portraits: the models' survival
-    curves, the table and its verdict, with what a cut-off call left undone."""
+    curves in the table's order, the table and its verdict, with the notes on how the calls went."""
     share = result["config"]["limited_smile_share"]
     entries = table_entries(result, "classifier")
-    fine_tuned = {m: c for m, c in result.get("survival", {}).items() if not m.startswith("source")}
+    curves = result.get("survival", {})
+    fine_tuned = {e["model"]: curves[e["model"]] for e in entries if e["model"] in curves}
     out = [f"**With {share:.0%} smiling portraits in the limited target** ({seeds_words(entries, result['seeds'])}; "
-           f"{result['device']}, commit `{result['commit'][:7]}`, {result['wall_seconds']:.0f} s, "
-           f"`{result['command']}`; `results/synthfaces_editing/smile_share_02/`). How long a smile survives SDEdit in "
-           "these models:", "",
+           f"{provenance(result)}; `results/synthfaces_editing/smile_share_02/`). How long a smile survives SDEdit "
+           "in these models:", "",
            *survival_table(fine_tuned), "",
            f"The edit, {DIRECTION_NAMES['classifier']}{window_words(result, 'classifier')}:", "",
            *table2(entries), "", verdict(entries)]
-    if "partial_note" in result:
-        out += ["", result["partial_note"]]
+    for note in ("partial_note", "calls_note"):
+        if note in result:
+            out += ["", result[note]]
     if "finish_command" in result:
         out += ["", f"To finish it: `{result['finish_command']}`"]
     return "\n".join(out) + "\n"

@@ -217,7 +217,12 @@ def test_the_smile_share_section_says_how_partial_it_is():
     assert page.rstrip().endswith("Cut off.\n\nTo finish it: `asyrp_editing.py --resume`")
     full = {**result, "summary": [{**e, "seeds": 3} for e in entries]}
     full.pop("partial_note"), full.pop("finish_command")
-    assert "(3 seeds;" in editing_tables.smile_share_section(full)
+    assert "(3 seeds; H200, commit `abcdef0`, 226 s, `asyrp_editing.py`;" in editing_tables.smile_share_section(full)
+    # written by several calls (--previous): each call's commit and the time of all, the calls' note at the end
+    earlier = [{"command": "first", "commit": "1234567" * 6, "wall_seconds": 100.0}]
+    merged = editing_tables.smile_share_section({**full, "earlier_calls": earlier, "calls_note": "Two calls."})
+    assert "(3 seeds; H200, 2 calls, commits `1234567`, `abcdef0`, 326 s in all;" in merged
+    assert merged.rstrip().endswith("Two calls.")
 
 
 def test_a_recipe_chosen_on_validation_photos_is_reported_on_the_test_photos():
