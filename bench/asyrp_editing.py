@@ -165,11 +165,6 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
     return rows
 
 
-def source_label(size: int) -> str:
-    """The bar's model: "source" (the shipped 32-px model) or e.g. "source 64 px"."""
-    return sized("source", size)
-
-
 def survival_curves(args, models: list[str], size: int = DEFAULT_SIZE) -> dict:
     """{label: {t: share of handed-in smiles kept}}; a "source …" label is the bar's model (``--source``); every
     model is handed faces at ``size``."""
@@ -371,7 +366,7 @@ def main() -> int:
         if args.quick:
             parser.error("--source edits a model trained on a GPU: drop --quick")
         base = dataclasses.replace(base, size=source_size(args.source))
-    bar_model = source_label(base.size)
+    bar_model = sized("source", base.size)   # "source", or e.g. "source 64 px"
     started = time.perf_counter()
     result = {"command": " ".join(sys.argv), "commit": commit(), "device": hardware(), "seeds": seeds,
               "config": {"n_train": base.n_train, "n_test": base.n_test, "size": base.size,

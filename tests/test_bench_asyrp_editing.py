@@ -190,7 +190,6 @@ def test_the_bar_window_can_come_from_the_bar_models_own_curve():
     assert windows == [(100, 300), (200, 500)]         # the curve's window first, a repeat of it runs once
     with pytest.raises(SystemExit, match="needs the smile-survival curve of source 64 px"):
         asyrp_editing.bar_windows("survival", SURVIVAL, "source 64 px")
-    assert asyrp_editing.source_label(32) == "source" and asyrp_editing.source_label(64) == "source 64 px"
 
 
 def test_the_survival_of_a_larger_source_hands_it_faces_at_its_size(tmp_path, monkeypatch):
