@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from sdft_lite.experiments.editing_table import SOURCE_BAR, plain_label, sized
+from sdft_lite.experiments.editing_table import SHIPPED_SIZE, SOURCE_BAR, plain_label, sized
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results" / "synthfaces_editing" / "editing.json"
@@ -85,7 +85,8 @@ def bar_reading(result: dict) -> str:
 
 def edit_setting(e: dict) -> tuple:
     """What an edit did, whichever held-out faces it was scored on: model, direction, window, recipe and size."""
-    return e["model"], e["direction_kind"], tuple(e["window"]), e.get("lambda_l1"), e.get("scale"), e.get("size", 32)
+    return (e["model"], e["direction_kind"], tuple(e["window"]), e.get("lambda_l1"), e.get("scale"),
+            e.get("size", SHIPPED_SIZE))
 
 
 def held_out_choice(validation: list[dict], test: list[dict]) -> str:

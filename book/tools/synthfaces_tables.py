@@ -3,9 +3,9 @@ measured on the GPU (mean ± sd over seeds), and whether each direction the pape
 
 Reads `results/synthfaces_full/*.json` (written by `bench/synthfaces_reproduce.py`, merged by
 `bench/merge_synthfaces_results.py`), and the retention benchmark on a target with a few smiling portraits from
-`results/synthfaces_smile_share_02/benchmark.json` where it exists. A direction "agrees" when our difference has the paper's sign and exceeds
-twice its standard error (sd/√n of each side, combined); "no clear difference" when it is within that; otherwise
-"opposite". Nothing here is typed in except the paper's numbers (from `reproduction_table.PAPER_TABLES`).
+`results/synthfaces_smile_share_02/benchmark.json` where it exists. A direction "agrees" when our difference has
+the paper's sign and exceeds twice its standard error (sd/√n of each side, combined); "no clear difference" when
+it is within that; otherwise "opposite". Nothing here is typed in except the paper's numbers (from `reproduction_table.PAPER_TABLES`).
 
     python book/tools/synthfaces_tables.py
 """
@@ -97,10 +97,11 @@ def scarce_smiles_section(plain: dict, scarce: dict) -> list[str]:
                           "SDFT λ=10") if m in a and m in b]
     out = ["", f"### The same benchmark with {share:.0%} smiling portraits in the limited target", "",
            f"`bench/synthfaces_reproduce.py --parts benchmark --limited-smile-share {share:g}`, {seeds} seeds, "
-           f"{scarce['hardware']}; everything else as above (`results/synthfaces_smile_share_02/`). Of the 1,300 "
-           f"training portraits, {scarce['data']['checks']['limited_train_faces_showing_absent']['expression']} "
-           'smile; "smiling samples" is the share of the 1,000 shared-noise samples that smile (the source model: '
-           f"{cell(b['source']['presence_expression'])}).", ""]
+           f"{scarce['hardware']}; everything else as above (`results/synthfaces_smile_share_02/`). Of the "
+           f"{scarce['config']['finetune']['num_images']:,} training portraits, "
+           f"{scarce['data']['checks']['limited_train_faces_showing_absent']['expression']} smile; \"smiling "
+           f"samples\" is the share of the {scarce['config']['num_noises']:,} shared-noise samples that smile (the "
+           f"source model: {cell(b['source']['presence_expression'])}).", ""]
     out += table_rows(
         ["model", "keep smile, no smiles", f"keep smile, {share:.0%}", "smiling samples, no smiles",
          f"smiling samples, {share:.0%}", "FD limited ↓, no smiles", f"FD limited ↓, {share:.0%}"],
