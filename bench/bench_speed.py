@@ -145,7 +145,8 @@ class Record:
     def __init__(self, out_dir: Path, header: dict):
         self.out_dir = out_dir
         self.path = out_dir / "speed.json"
-        self.data = {**header, "reference": {}, "phases": {}, "ratios": {}, "skipped": [], "errors": {}}
+        self.data = {**header, "reference": {}, "phases": {}, "ratios": {}, "skipped": [], "errors": {},
+                     "unfinished": {}}   # phase → second it started, while it runs
         self.write()
 
     def write(self) -> None:
@@ -797,6 +798,29 @@ def header(setup: Setup, args) -> dict:
             "targets": TARGETS, "counting": __doc__.split("Counting forward-equivalents")[1].strip()}
 
 
+def run_phases(bench, record: Record, phases: list[str], time_limit: float, started: float) -> None:
+    """Each phase in turn (``bench.<phase>_phase()``). One starting after ``time_limit`` seconds is skipped; one that
+    raises is recorded under ``errors`` and the next still run. A phase stays under ``unfinished`` (with the second
+    it started) until it ends, so a call stopped from outside (a device's time limit) leaves in speed.json which
+    phase it stopped and how long that phase had run."""
+    for phase in phases:
+        elapsed = time.perf_counter() - started
+        if time_limit and elapsed > time_limit:
+            record.data["skipped"].append(phase)
+            record.write()
+            continue
+        print(f"--- {phase} (at {elapsed:.0f} s)", flush=True)
+        record.data["unfinished"][phase] = round(elapsed, 1)
+        record.write()
+        try:
+            getattr(bench, f"{phase}_phase")()
+        except Exception as error:   # a failing phase is recorded; the next ones still run
+            record.data["errors"][phase] = error_text(error)
+            traceback.print_exc()
+        del record.data["unfinished"][phase]
+        record.write()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup = make_setup(args)
@@ -816,19 +840,7 @@ def main(argv=None) -> int:
     bench = Bench(setup, record, workdir)
     if "reference" not in phases and any(p != "sync_check" for p in phases):
         phases.insert(0, "reference")   # every figure is compared with the reference measured here
-    for phase in phases:
-        elapsed = time.perf_counter() - started
-        if args.time_limit and elapsed > args.time_limit:
-            record.data["skipped"].append(phase)
-            record.write()
-            continue
-        print(f"--- {phase} (at {elapsed:.0f} s)", flush=True)
-        try:
-            getattr(bench, f"{phase}_phase")()
-        except Exception as error:   # a failing phase is recorded; the next ones still run
-            record.data["errors"][phase] = error_text(error)
-            record.write()
-            traceback.print_exc()
+    run_phases(bench, record, phases, args.time_limit, started)
     record.data["wall_seconds"] = round(time.perf_counter() - started, 1)
     record.write()
     summary = {k: v for k, v in record.data.items() if k in ("device", "torch", "ratios", "skipped", "errors",

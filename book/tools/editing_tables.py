@@ -12,12 +12,14 @@ import json
 import math
 from pathlib import Path
 
+from sdft_lite.editing.asyrp import AsyrpConfig
 from sdft_lite.experiments.editing_table import SHIPPED_SIZE, SOURCE_BAR, plain_label, sized
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results" / "synthfaces_editing" / "editing.json"
 SMILE_SHARE = RESULTS.parent / "smile_share_02" / "editing.json"   # the limited target with a few smiles
 OUTPUT = REPO_ROOT / "book" / "generated" / "editing_tables.md"
+ASYRP_RECIPE = AsyrpConfig()   # λ_L1 and c of an entry that names no recipe
 DIRECTION_NAMES = {"synthclip": "SynthCLIP text (judged by the classifier)",
                    "classifier": "classifier, all heads (judged by SynthCLIP)"}
 SHORT_DIRECTION_NAMES = {"synthclip": "SynthCLIP text", "classifier": "classifier"}
@@ -84,9 +86,10 @@ def bar_reading(result: dict) -> str:
 
 
 def edit_setting(e: dict) -> tuple:
-    """What an edit did, whichever held-out faces it was scored on: model, direction, window, recipe and size."""
-    return (e["model"], e["direction_kind"], tuple(e["window"]), e.get("lambda_l1"), e.get("scale"),
-            e.get("size", SHIPPED_SIZE))
+    """What an edit did, whichever held-out faces it was scored on: model, direction, window, Δh recipe (Asyrp's
+    where the entry names none) and size."""
+    return (e["model"], e["direction_kind"], tuple(e["window"]), e.get("lambda_l1", ASYRP_RECIPE.lambda_l1),
+            e.get("scale", ASYRP_RECIPE.scale), e.get("size", SHIPPED_SIZE))
 
 
 def held_out_choice(validation: list[dict], test: list[dict]) -> str:
@@ -197,27 +200,44 @@ COLUMNS = ("Columns: smiling after the edit as the judge reads it (mean ± sd ov
            "`results/synthfaces_editing/editing.json`.")
 
 
-def window_words(result: dict, kind: str) -> str:
-    """The table's edit window in words: one for every model (the bar's), or each model's own (its survival curve).
-    Older results store one [low, high] per direction, newer ones a window per model."""
-    windows = result.get("table_windows", {}).get(kind)
-    if not windows:
+def window_words(entries: list[dict]) -> str:
+    """A table's edit window in words, read from its entries: one for every model (e.g. the bar's), or each model's
+    own (from its survival curve)."""
+    distinct = {tuple(e["window"]) for e in entries}
+    if not distinct:
         return ""
-    distinct = {tuple(w) for w in windows.values()} if isinstance(windows, dict) else {tuple(windows)}
     if len(distinct) == 1:
         low, high = distinct.pop()
         return f", window {low}–{high} for every model"
     return ", each model's own window (where its smile-survival curve says it decides the mouth)"
 
 
-def verdict(entries: list[dict]) -> str:
-    """Does the edit bring out more smiles with SDFT than with naive fine-tuning? Two standard errors apart."""
+def source_edit(summary: list[dict], entries: list[dict]) -> dict | None:
+    """The bar's entry on the source model for the edit every one of ``entries`` made, if it passed the bar (on
+    the test photos); None when the table's models edit differently from each other or no such entry passed."""
+    settings = {edit_setting(e)[1:] for e in entries}   # the same edit, whichever model made it
+    if len(settings) != 1:
+        return None
+    setting = settings.pop()
+    passed = [e for e in summary if e["part"] == "bar" and e.get("split", "test") == "test"
+              and edit_setting(e)[1:] == setting and all(e["bar"].values())]
+    return passed[0] if passed else None
+
+
+def verdict(entries: list[dict], source: dict | None = None) -> str:
+    """Does the edit bring out more smiles with SDFT than with naive fine-tuning? Two standard errors apart.
+    ``source``: the same edit's passing bar entry on the source model (``source_edit``), when there is one."""
     rows = {plain_label(e["model"]): e for e in entries}   # "naive 64 px" → "naive"
     if "naive" not in rows:
         return ""
     naive, naive_sd = smile_gain(rows["naive"])
     seeds = min(e["seeds"] for e in rows.values())
     largest = max(e["edit_smiling"]["mean"] for e in rows.values())
+    if largest < 0.05 and source is not None:   # the edit works on the source: the fine-tuning took it away
+        return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
+                f"included), although the same edit makes {source['edit_smiling']['mean']:.3f} of the source "
+                "model's photos smile and passes the bar: fine-tuning on a target without smiles took the edit "
+                "away from every model here, SDFT included, which is not the paper's Table 2.")
     if largest < 0.05:   # what the data say, not typed in
         return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
                 "included), so this table cannot test the paper's claim.")
@@ -267,8 +287,11 @@ def render(result: dict) -> str:
     for kind in ("synthclip", "classifier"):
         for size, entries in by_size(table_entries(result, kind)).items():
             at = "" if size == 32 else f" on the {size}-px source model's fine-tunings"
-            out += [f"**Table 2 analogue{at}, {DIRECTION_NAMES[kind]}**" + window_words(result, kind) +
-                    " (neutral limited-target portraits):", "", *table2(entries), "", verdict(entries), ""]
+            out += [f"**Table 2 analogue{at}, {DIRECTION_NAMES[kind]}**" + window_words(entries) +
+                    " (neutral limited-target portraits):", "", *table2(entries), "",
+                    verdict(entries, source_edit(summary, entries)), ""]
+            if f"table_{size}_note" in result:   # how a larger model's table was run (written with the call)
+                out += [result[f"table_{size}_note"], ""]
         earlier = table_entries(result, kind, current=False)
         if earlier:
             out += [f"The same direction with other windows (an earlier call's rows):", "", *table2(earlier), ""]
@@ -305,7 +328,7 @@ def smile_share_section(result: dict) -> str:
            f"{provenance(result)}; `results/synthfaces_editing/smile_share_02/`). How long a smile survives SDEdit "
            "in these models:", "",
            *survival_table(fine_tuned), "",
-           f"The edit, {DIRECTION_NAMES['classifier']}{window_words(result, 'classifier')}:", "",
+           f"The edit, {DIRECTION_NAMES['classifier']}{window_words(entries)}:", "",
            *table2(entries), "", verdict(entries)]
     for note in ("partial_note", "calls_note"):
         if note in result:

@@ -269,13 +269,38 @@ def test_editing_table_keeps_rows_of_other_windows_apart_from_the_verdict():
 
 
 def test_editing_table_names_one_window_or_each_models_own():
-    one = {"table_windows": {"classifier": [200, 500]}}                                  # results before per-model
-    same = {"table_windows": {"classifier": {"naive": [200, 500], "SDFT λ=3": [200, 500]}}}
-    own = {"table_windows": {"classifier": {"naive": [100, 300], "SDFT λ=3": [200, 500]}}}
-    assert editing_tables.window_words(one, "classifier") == ", window 200–500 for every model"
-    assert editing_tables.window_words(same, "classifier") == ", window 200–500 for every model"
-    assert "each model's own window" in editing_tables.window_words(own, "classifier")
-    assert editing_tables.window_words(own, "synthclip") == ""
+    """Read from the table's own entries, so a 64-px table in the bar's window is not described by the 32-px
+    table's per-model windows stored beside it."""
+    naive = editing_entry("table", "naive", "classifier", 0.02, 0.0)            # window 300–500
+    sdft = editing_entry("table", "SDFT λ=3", "classifier", 0.4, 0.0)
+    assert editing_tables.window_words([naive, sdft]) == ", window 300–500 for every model"
+    assert "each model's own window" in editing_tables.window_words([naive, dict(sdft, window=[100, 300])])
+    assert editing_tables.window_words([]) == ""
+
+
+def test_a_table_whose_edit_passed_the_bar_says_fine_tuning_took_it_away():
+    """When no fine-tuned model smiles, the verdict depends on whether the same edit (direction, window, recipe,
+    size) passed the bar on the source: then the fine-tuning took the edit away; otherwise the table tests
+    nothing."""
+    table = [dict(editing_entry("table", f"{model} 64 px", "classifier", smiling, 0.0), size=64, lambda_l1=3.0,
+                  scale=0.9) for model, smiling in (("naive", 0.005), ("SDFT λ=10", 0.02))]
+    passed = dict(editing_entry("bar", "source", "classifier", 0.962, 0.004), size=64, lambda_l1=3.0, scale=0.9,
+                  bar={"smiling ≥ 0.8": True, "kept ≥ 0.95": True})
+    other_scale = dict(passed, scale=1.0)
+    failed = dict(passed, bar={"smiling ≥ 0.8": True, "kept ≥ 0.95": False})
+    on_validation = dict(passed, split="validation")
+    assert editing_tables.source_edit([passed, *table], table) is passed
+    for summary in ([other_scale], [failed], [on_validation], [dict(passed, size=32)]):
+        assert editing_tables.source_edit(summary, table) is None
+    mixed = [table[0], dict(table[1], window=[100, 300])]   # each model's own window: no one edit to compare
+    assert editing_tables.source_edit([passed], mixed) is None
+    words = editing_tables.verdict(table, passed)
+    assert "although the same edit makes 0.962 of the source model's photos smile" in words
+    assert "which is not the paper's Table 2" in words
+    assert "cannot test the paper's claim" in editing_tables.verdict(table)
+    default_recipe = dict(passed, scale=1.0)
+    del default_recipe["lambda_l1"], default_recipe["scale"]   # an entry that names no recipe used Asyrp's
+    assert editing_tables.source_edit([default_recipe], [dict(t, scale=1.0) for t in table]) is default_recipe
 
 
 def test_the_bar_reading_names_what_passes_or_how_far_the_best_setting_falls_short():
