@@ -61,7 +61,6 @@ TABLE_MODELS = ("naive", "SDFT λ=0.1", "SDFT λ=1", "SDFT λ=3", "SDFT λ=10",
                 "SDFT λ=1, constant w", "SDFT λ=1, min_snr w")   # the benchmark's labels (BenchmarkConfig.runs)
 QUICK_MODELS = ("naive", "SDFT λ=1", "SDFT λ=3")             # the quick models the package ships
 SURVIVAL_T = (0, 100, 200, 300, 400, 500, 600, 800)
-DEFAULT_SIZE = SHIPPED_SIZE   # rows written before sizes were recorded: the shipped 32-px models
 
 
 def with_recipe(config: EditBenchConfig, lambda_l1: float, scale: float) -> EditBenchConfig:
@@ -165,7 +164,7 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
     return rows
 
 
-def survival_curves(args, models: list[str], size: int = DEFAULT_SIZE) -> dict:
+def survival_curves(args, models: list[str], size: int = SHIPPED_SIZE) -> dict:
     """{label: {t: share of handed-in smiles kept}}; a "source …" label is the bar's model (``--source``); every
     model is handed faces at ``size``."""
     from sdft_lite.assets import asset_path
@@ -255,7 +254,7 @@ def setting(row: dict) -> tuple:
     """What one table cell is the mean over seeds of: (part, model, direction, window, λ_L1, c, image size,
     held-out split); rows written before sizes or splits were recorded are 32 px and "test"."""
     return (row["part"], row["model"], row["direction_kind"], tuple(row["window"]), *recipe(row),
-            row.get("size", DEFAULT_SIZE), row.get("split", "test"))
+            row.get("size", SHIPPED_SIZE), row.get("split", "test"))
 
 
 def latest_runs(rows: list[dict]) -> list[dict]:
@@ -280,7 +279,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                  "judge": runs[0]["judge"]}
         if (lambda_l1, scale) != DEFAULT_RECIPE:
             entry.update(lambda_l1=lambda_l1, scale=scale)
-        if size != DEFAULT_SIZE:
+        if size != SHIPPED_SIZE:
             entry["size"] = size
         if split != "test":
             entry["split"] = split
@@ -296,11 +295,11 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def chosen_window(summary: list[dict], kind: str, recipe_: tuple[float, float] = DEFAULT_RECIPE,
-                  size: int = DEFAULT_SIZE) -> tuple[int, int] | None:
+                  size: int = SHIPPED_SIZE) -> tuple[int, int] | None:
     """The bar's window for a direction, recipe and source size: the one passing every criterion with the most
     smiles (a 64-px table edits in the window that passed on the 64-px source, not on the 32-px one)."""
     passing = [e for e in summary if e["part"] == "bar" and e["direction_kind"] == kind and all(e["bar"].values())
-               and recipe(e) == recipe_ and e.get("size", DEFAULT_SIZE) == size and "split" not in e]
+               and recipe(e) == recipe_ and e.get("size", SHIPPED_SIZE) == size and "split" not in e]
     if not passing:
         return None
     return tuple(max(passing, key=lambda e: e["edit_smiling"]["mean"])["window"])

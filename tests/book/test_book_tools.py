@@ -465,5 +465,6 @@ def test_a_larger_source_models_table_is_its_own_with_its_own_naive_baseline():
     page = editing_tables.render({"config": {"n_train": 1, "n_test": 1, "asyrp": {"steps": "40", "epochs": 5,
                                                                                 "batch": 4, "t_boost": 100}},
                                   "seeds": [0, 1, 2], "device": "cpu", "commit": "a" * 40, "wall_seconds": 1.0,
-                                  "command": "x", "summary": small + large})
+                                  "command": "x", "summary": small + large, "table_64_note": "Two calls."})
     assert "**Table 2 analogue on the 64-px source model's fine-tunings, classifier" in page
+    assert page.index("Two calls.") > page.index("the 64-px source model's fine-tunings")   # under its table
