@@ -33,10 +33,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import torch
@@ -51,6 +50,7 @@ from sdft_lite.experiments.editing_table import (EVAL_SPLITS, SHIPPED_SIZE, Edit
                                                  edit_window, passes_source_bar, plain_label,
                                                  renderer_edit_scores, sized, smile_survival, smiling_faces,
                                                  with_window)
+from sdft_lite.experiments.workers import worker_pool  # noqa: E402
 from sdft_lite.experiments.zoo import on_source  # noqa: E402
 from sdft_lite.sdft import SDFTConfig  # noqa: E402
 from sdft_lite.train import TrainConfig  # noqa: E402
@@ -152,7 +152,7 @@ def run_jobs(jobs: list[dict], args, write) -> list[dict]:
             rows.append(edit_job(job, args.device, args.synthclip, 2))
             write(rows)
         return rows
-    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(args.workers) as pool:   # stopped by a time limit, it leaves no worker behind
         futures = [pool.submit(edit_job, job, args.device, args.synthclip, 1) for job in jobs]
         for future in as_completed(futures):
             rows.append(future.result())

@@ -198,11 +198,12 @@ def finetune_many(configs: list[TrainConfig], workers: int = 1, device: str | No
         for config in todo:
             finetuned(config, device=device)
         return [key(config) for config in todo]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
+
+    from .workers import worker_pool
     threads = max(1, (os.cpu_count() or 1) // workers)
     done = []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:   # a time limit or Ctrl-C stops the runs at a checkpoint (save_every > 0)
         futures = {pool.submit(_finetune_worker, config, device, threads): config for config in todo}
         for future in as_completed(futures):
             done.append(future.result())
