@@ -236,7 +236,7 @@ def verdict(entries: list[dict], source: dict | None = None) -> str:
     if largest < 0.05 and source is not None:   # the edit works on the source: the fine-tuning took it away
         return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
                 f"included), although the same edit makes {source['edit_smiling']['mean']:.3f} of the source "
-                "model's photos smile and passes the bar: fine-tuning on a target without smiles took the edit "
+                "model's photos smile and passes the bar: fine-tuning on the limited target took the edit "
                 "away from every model here, SDFT included, which is not the paper's Table 2.")
     if largest < 0.05:   # what the data say, not typed in
         return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
