@@ -219,9 +219,8 @@ def source_edit(summary: list[dict], entries: list[dict]) -> dict | None:
     if len(settings) != 1:
         return None
     setting = settings.pop()
-    passed = [e for e in summary if e["part"] == "bar" and e.get("split", "test") == "test"
-              and edit_setting(e)[1:] == setting and all(e["bar"].values())]
-    return passed[0] if passed else None
+    return next((e for e in summary if e["part"] == "bar" and e.get("split", "test") == "test"
+                 and edit_setting(e)[1:] == setting and all(e["bar"].values())), None)
 
 
 def verdict(entries: list[dict], source: dict | None = None) -> str:
@@ -233,14 +232,14 @@ def verdict(entries: list[dict], source: dict | None = None) -> str:
     naive, naive_sd = smile_gain(rows["naive"])
     seeds = min(e["seeds"] for e in rows.values())
     largest = max(e["edit_smiling"]["mean"] for e in rows.values())
-    if largest < 0.05 and source is not None:   # the edit works on the source: the fine-tuning took it away
-        return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
-                f"included), although the same edit makes {source['edit_smiling']['mean']:.3f} of the source "
-                "model's photos smile and passes the bar: fine-tuning on the limited target took the edit "
-                "away from every model here, SDFT included, which is not the paper's Table 2.")
     if largest < 0.05:   # what the data say, not typed in
-        return (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
-                "included), so this table cannot test the paper's claim.")
+        none = (f"**No fine-tuned model's edit makes the portraits smile** (at most {largest:.3f} of them, SDFT "
+                "included)")
+        if source is None:
+            return none + ", so this table cannot test the paper's claim."
+        return (none + f", although the same edit makes {source['edit_smiling']['mean']:.3f} of the source "
+                "model's photos smile and passes the bar: fine-tuning on the limited target took the edit away from "
+                "every model here, SDFT included, which is not the paper's Table 2.")
     words = []
     for model, e in rows.items():
         if model == "naive":

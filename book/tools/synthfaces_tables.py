@@ -5,7 +5,8 @@ Reads `results/synthfaces_full/*.json` (written by `bench/synthfaces_reproduce.p
 `bench/merge_synthfaces_results.py`), and the retention benchmark on a target with a few smiling portraits from
 `results/synthfaces_smile_share_02/benchmark.json` where it exists. A direction "agrees" when our difference has
 the paper's sign and exceeds twice its standard error (sd/√n of each side, combined); "no clear difference" when
-it is within that; otherwise "opposite". Nothing here is typed in except the paper's numbers (from `reproduction_table.PAPER_TABLES`).
+it is within that; otherwise "opposite". Nothing here is typed in except the paper's numbers (from
+`reproduction_table.PAPER_TABLES`).
 
     python book/tools/synthfaces_tables.py
 """

@@ -17,6 +17,8 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Iterator
 
+from ..train import stop_on_signals
+
 _stopping = False   # in a worker process: it was interrupted and must start no other job
 
 
@@ -64,18 +66,13 @@ class WorkerPool(ProcessPoolExecutor):
         self.shutdown(wait=True, cancel_futures=True)
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block (main thread only; elsewhere nothing changes), SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C
-    does, so ``finally`` blocks and context managers run; the previous handler comes back afterwards."""
+def sigterm_as_interrupt() -> contextlib.AbstractContextManager:
+    """A block in which SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (the Trainer's ``stop_on_signals`` with
+    Python's own SIGINT handler), so ``finally`` blocks and context managers run; the previous handlers come back
+    afterwards. Outside the main thread, where no handler can be set, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return contextlib.nullcontext()
+    return stop_on_signals(signal.default_int_handler)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from ..train import SYNTHFACES_SOURCE, TrainConfig, Trainer
 from ..unet import UNetModel
 from ..weighting import Constant
 from ..synthfaces.domains import DomainSpec, render_domain
+from .workers import worker_pool
 
 PREBUILT = "synthfaces/zoo"   # shipped quick-mode models: PREBUILT/<config key>.pt
 # settings added after models were cached and shipped: at their default they leave every key as it was
@@ -199,8 +200,6 @@ def finetune_many(configs: list[TrainConfig], workers: int = 1, device: str | No
             finetuned(config, device=device)
         return [key(config) for config in todo]
     from concurrent.futures import as_completed
-
-    from .workers import worker_pool
     threads = max(1, (os.cpu_count() or 1) // workers)
     done = []
     with worker_pool(workers) as pool:   # a time limit or Ctrl-C stops the runs at a checkpoint (save_every > 0)
